@@ -1,0 +1,37 @@
+"""The ECS task settings block: what every flow task on the pool shares.
+
+It replaces the Prefect 2 `ECSTask` infrastructure block. bootstrap-pool saves it and builds the
+ECS work pool's base job template from it, so the values in the Prefect UI and the pool agree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+
+class EcsTaskSettings(Block):
+    """Cluster, roles, size and network of the ECS tasks that run flows."""
+
+    _block_type_name = "ECS Task Settings"
+    _block_type_slug = "meta-flows-ecs-task-settings"
+    _description = "Cluster, roles, size and network of the ECS tasks that run Prefect flows."
+
+    cluster: str = Field(description="ECS cluster name or ARN.")
+    execution_role_arn: str = Field(description="Role ECS uses to pull the image and write logs.")
+    task_role_arn: str | None = Field(default=None, description="Role the flow's code runs as.")
+    cpu: int = Field(default=1024, description="Fargate CPU units of each task.")
+    memory: int = Field(default=2048, description="Fargate memory of each task, in MiB.")
+    container_memory: int | None = Field(
+        default=None, description="Hard memory limit of the flow container in MiB; unset means the task's."
+    )
+    launch_type: Literal["FARGATE", "FARGATE_SPOT", "EC2"] = Field(default="FARGATE")
+    cpu_architecture: Literal["X86_64", "ARM64"] = Field(default="X86_64")
+    vpc_id: str | None = Field(default=None, description="VPC of the tasks; unset means the default VPC.")
+    subnets: list[str] = Field(default_factory=list, description="Subnets; empty means the VPC's.")
+    security_groups: list[str] = Field(default_factory=list)
+    assign_public_ip: bool = Field(
+        default=True, description="Needed in public subnets without a NAT gateway, to reach ECR."
+    )

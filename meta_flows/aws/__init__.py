@@ -1,0 +1,1 @@
+"""Thin, typed wrappers over the boto3 calls the meta-flows make."""

@@ -1,0 +1,141 @@
+"""Flow "build-and-push-image": the image of one flow folder, built and pushed to its registry.
+
+The tag is a content hash of everything that goes into the image, so an unchanged flow gives the
+same tag, and a tag the registry already has means no build and no push.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from meta_flows.aws import ecr, sts
+from meta_flows.images import engine, registry
+from meta_flows.images.context import assemble_context
+from meta_flows.project import find_flow_spec, validate_flow_folder
+from meta_flows.settings import Settings, load_settings
+
+
+class ImageResult(BaseModel):
+    """The image of one flow: where it is, its digest, and whether this run built or pushed it."""
+
+    flow: str
+    uri: str
+    repository: str
+    tag: str
+    digest: str
+    built: bool
+    pushed: bool
+    layers_pushed: int = 0
+    layers_reused: int = 0
+    seconds: float = 0.0
+
+
+def registry_host_for(settings: Settings, account: str) -> str:
+    """Return the configured registry host, or the account's ECR registry in the region."""
+    return settings.registry_host or f"{account}.dkr.ecr.{settings.aws_region}.amazonaws.com"
+
+
+@task(name="ensure-repository")
+def ensure_repository_task(region: str, repository: str) -> None:
+    result = ecr.ensure_repository(region, repository)
+    get_run_logger().info("ECR repository %s: %s", repository, result.action)
+
+
+@task(name="build-image")
+def build_image_task(context_tar: bytes, image_ref: str, build_args: dict[str, str], flow_folder: str) -> str:
+    logger = get_run_logger()
+    client = engine.connect_engine()
+
+    def log_line(line: str) -> None:
+        # One line per Dockerfile step at info; the commands' own output at debug.
+        (logger.info if line.startswith("Step ") else logger.debug)(line)
+
+    labels = {"org.opencontainers.image.title": flow_folder, "dev.meta-flows.flow": flow_folder}
+    return engine.build_image(client, context_tar, image_ref, build_args, labels, log_line)
+
+
+@task(name="push-image")
+def push_image_task(region: str, repository_ref: str, tag: str) -> engine.PushResult:
+    logger = get_run_logger()
+    client = engine.connect_engine()
+    # A fresh token for each push: the emulator's token is always past its expiry, and a real
+    # one lasts 12 hours, longer than any push.
+    login = ecr.get_registry_login(region)
+    return engine.push_image(client, repository_ref, tag, login, logger.debug)
+
+
+@flow(name="build-and-push-image", log_prints=False)
+def build_and_push_image(flow: str) -> ImageResult:
+    """Build the image of flows/<flow_name> and push it, unless the registry has its tag already.
+
+    Args:
+        flow: Folder of flows/ whose image to build.
+    """
+    flow_name = flow
+    started = time.monotonic()
+    logger = get_run_logger()
+    settings = load_settings()
+    folder = validate_flow_folder(settings.project_root, flow_name)
+    find_flow_spec(settings.project_root, flow_name)
+
+    identity = sts.get_caller_identity(settings.aws_region)
+    host = registry_host_for(settings, identity.account)
+    repository = settings.repository_name(flow_name)
+    client = engine.connect_engine()
+    base = engine.resolve_base_image(client, settings.base_image)
+    context = assemble_context(folder, base.pinned_ref, base.pinned_ref, settings.platform, settings.ca_bundle)
+    tag = context.content_tag()
+    uri = f"{host}/{repository}:{tag}"
+    logger.info("Image of %s: %s (base %s)", flow_name, uri, base.pinned_ref)
+
+    ensure_repository_task(settings.aws_region, repository)
+    login = ecr.get_registry_login(settings.aws_region)
+    existing = registry.find_manifest_digest(host, repository, tag, login)
+    if existing is not None:
+        logger.info("Registry has %s already (%s): no build, no push", uri, existing)
+        result = ImageResult(
+            flow=flow_name, uri=uri, repository=f"{host}/{repository}", tag=tag, digest=existing,
+            built=False, pushed=False, seconds=round(time.monotonic() - started, 2),
+        )
+    else:
+        build_image_task(context.to_tar(), uri, context.build_args, flow_name)
+        logger.info("Built %s", uri)
+        pushed = push_image_task(settings.aws_region, f"{host}/{repository}", tag)
+        logger.info(
+            "Pushed %s@%s (%d layers new, %d reused)", uri, pushed.digest, pushed.layers_pushed, pushed.layers_reused
+        )
+        result = ImageResult(
+            flow=flow_name, uri=uri, repository=f"{host}/{repository}", tag=tag, digest=pushed.digest,
+            built=True, pushed=True, layers_pushed=pushed.layers_pushed, layers_reused=pushed.layers_reused,
+            seconds=round(time.monotonic() - started, 2),
+        )
+    create_markdown_artifact(
+        key=f"image-{flow_name.replace('_', '-')}",
+        markdown=render_image_markdown(result, base.pinned_ref, settings.platform),
+        description=f"Image of flow {flow_name}",
+    )
+    return result
+
+
+def render_image_markdown(result: ImageResult, base: str, platform: str) -> str:
+    """Render the image artifact of a build-and-push-image run."""
+    outcome = "built and pushed" if result.pushed else "already in the registry: not built, not pushed"
+    return "\n".join(
+        [
+            f"# Image of `{result.flow}`",
+            "",
+            "| field | value |",
+            "|---|---|",
+            f"| image | `{result.uri}` |",
+            f"| digest | `{result.digest}` |",
+            f"| outcome | {outcome} |",
+            f"| base image | `{base}` |",
+            f"| platform | {platform} |",
+            f"| layers pushed / reused | {result.layers_pushed} / {result.layers_reused} |",
+            f"| seconds | {result.seconds} |",
+        ]
+    )

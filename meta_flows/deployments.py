@@ -1,0 +1,226 @@
+"""The Prefect deployment as desired, built from prefect.yaml, and its idempotent apply.
+
+A deployment is written only when what is desired differs from what the server holds, so a
+second, identical register creates and updates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
+from prefect.utilities.callables import parameter_schema_from_entrypoint
+from pydantic import BaseModel, ValidationError
+
+from meta_flows.errors import FlowSpecError
+from meta_flows.project import DeploymentSpec, FlowSource, read_flow_source
+
+
+class DesiredDeployment(BaseModel):
+    """Every field of a deployment that this project sets."""
+
+    flow_name: str
+    name: str
+    entrypoint: str
+    work_pool_name: str
+    work_queue_name: str
+    description: str | None = None
+    version: str | None = None
+    parameters: dict[str, Any] = {}
+    parameter_openapi_schema: dict[str, Any] = {}
+    job_variables: dict[str, Any] = {}
+    tags: list[str] = []
+    pull_steps: list[dict[str, Any]] = []
+    schedules: list[dict[str, Any]] = []
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow_name}/{self.name}"
+
+
+class AppliedDeployment(BaseModel):
+    """The outcome of an apply: the deployment's id, its UI link, and what changed."""
+
+    id: UUID
+    full_name: str
+    url: str
+    action: str
+    changed_fields: list[str] = []
+
+
+def read_parameter_schema(project_root: Path, spec: DeploymentSpec) -> dict[str, Any]:
+    """Read the flow's parameter schema from its source, without importing its dependencies."""
+    entrypoint = f"{project_root / spec.entrypoint_path}:{spec.function_name}"
+    try:
+        return parameter_schema_from_entrypoint(entrypoint).model_dump()
+    except (SyntaxError, ValueError, TypeError) as exc:
+        raise FlowSpecError(f"cannot read the parameters of {spec.entrypoint}: {exc}") from exc
+
+
+def build_desired(
+    project_root: Path,
+    spec: DeploymentSpec,
+    *,
+    entrypoint: str,
+    work_pool_name: str,
+    work_queue_name: str,
+    working_directory: str,
+    job_variables: dict[str, Any],
+    version: str | None,
+) -> DesiredDeployment:
+    """Assemble the desired deployment of one prefect.yaml entry; validates before anything is sent."""
+    source: FlowSource = read_flow_source(project_root, spec)
+    schema = read_parameter_schema(project_root, spec)
+    unknown = sorted(set(spec.parameters) - set(schema.get("properties", {})))
+    if unknown:
+        raise FlowSpecError(
+            f"prefect.yaml deployment {spec.name!r} sets parameters the flow does not take: "
+            f"{', '.join(unknown)}; remove them or add them to {source.function_name}()"
+        )
+    return DesiredDeployment(
+        flow_name=source.flow_name,
+        name=spec.name,
+        entrypoint=entrypoint,
+        work_pool_name=work_pool_name,
+        work_queue_name=work_queue_name,
+        description=spec.description,
+        version=version,
+        parameters=spec.parameters,
+        parameter_openapi_schema=schema,
+        job_variables=job_variables,
+        tags=sorted(spec.tags),
+        pull_steps=[
+            {"prefect.deployments.steps.set_working_directory": {"directory": working_directory}}
+        ],
+        schedules=[normalise_schedule(spec.name, s) for s in spec.schedules or []],
+    )
+
+
+def normalise_schedule(deployment: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Validate one prefect.yaml schedule and return it in the server's JSON shape."""
+    known = {"cron", "interval", "rrule", "timezone", "day_or", "anchor_date", "active", "parameters", "slug"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise FlowSpecError(f"schedule of {deployment!r} has unknown keys {unknown}; allowed: {sorted(known)}")
+    timezone = config.get("timezone")
+    try:
+        if "cron" in config:
+            schedule: Any = CronSchedule(
+                cron=config["cron"], timezone=timezone or "UTC", day_or=config.get("day_or", True)
+            )
+        elif "interval" in config:
+            schedule = IntervalSchedule(
+                interval=timedelta(seconds=float(config["interval"])),
+                anchor_date=config.get("anchor_date") or "2020-01-01T00:00:00Z",
+                timezone=timezone or "UTC",
+            )
+        elif "rrule" in config:
+            schedule = RRuleSchedule(rrule=config["rrule"], timezone=timezone or "UTC")
+        else:
+            raise FlowSpecError(f"schedule of {deployment!r} needs one of cron, interval or rrule")
+    except (ValidationError, ValueError) as exc:
+        raise FlowSpecError(f"schedule of {deployment!r} is invalid: {exc}") from exc
+    return {
+        "schedule": json.loads(schedule.model_dump_json()),
+        "active": bool(config.get("active", True)),
+        "parameters": dict(config.get("parameters") or {}),
+        "slug": config.get("slug"),
+    }
+
+
+def deployment_url(deployment_id: UUID) -> str:
+    """Return the UI link of a deployment."""
+    settings = get_current_settings()
+    base = settings.ui_url or str(settings.api.url or "").removesuffix("/api")
+    return f"{base.rstrip('/')}/deployments/deployment/{deployment_id}"
+
+
+def _current_fields(existing: Any) -> dict[str, Any]:
+    return {
+        "entrypoint": existing.entrypoint,
+        "work_pool_name": existing.work_pool_name,
+        "work_queue_name": existing.work_queue_name,
+        "description": existing.description,
+        "version": existing.version,
+        "parameters": existing.parameters,
+        "parameter_openapi_schema": existing.parameter_openapi_schema,
+        "job_variables": existing.job_variables,
+        "tags": sorted(existing.tags),
+        "pull_steps": existing.pull_steps or [],
+        "schedules": [
+            {
+                "schedule": json.loads(s.schedule.model_dump_json()),
+                "active": s.active,
+                "parameters": s.parameters,
+                "slug": s.slug,
+            }
+            for s in existing.schedules
+        ],
+    }
+
+
+def diff_fields(desired: DesiredDeployment, existing: Any) -> list[str]:
+    """Return the names of the fields whose desired value differs from the server's."""
+    current = _current_fields(existing)
+    wanted = desired.model_dump(exclude={"flow_name", "name"})
+    return sorted(key for key, value in wanted.items() if _canonical(value) != _canonical(current[key]))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def apply_deployment(client: SyncPrefectClient, desired: DesiredDeployment) -> AppliedDeployment:
+    """Create or update the deployment; write nothing when the server already matches."""
+    try:
+        existing = client.read_deployment_by_name(desired.full_name)
+    except ObjectNotFound:
+        existing = None
+
+    if existing is not None:
+        changed = diff_fields(desired, existing)
+        if not changed:
+            return AppliedDeployment(
+                id=existing.id, full_name=desired.full_name, url=deployment_url(existing.id), action="unchanged"
+            )
+    else:
+        changed = []
+
+    flow_id = client.create_flow_from_name(desired.flow_name)
+    schedules = [
+        DeploymentScheduleCreate(
+            schedule=s["schedule"], active=s["active"], parameters=s["parameters"], slug=s["slug"]
+        )
+        for s in desired.schedules
+    ]
+    deployment_id = client.create_deployment(
+        flow_id=flow_id,
+        name=desired.name,
+        version=desired.version,
+        schedules=schedules,
+        parameters=desired.parameters,
+        description=desired.description,
+        work_queue_name=desired.work_queue_name,
+        work_pool_name=desired.work_pool_name,
+        tags=desired.tags,
+        entrypoint=desired.entrypoint,
+        parameter_openapi_schema=desired.parameter_openapi_schema,
+        pull_steps=desired.pull_steps,
+        enforce_parameter_schema=True,
+        job_variables=desired.job_variables,
+    )
+    return AppliedDeployment(
+        id=deployment_id,
+        full_name=desired.full_name,
+        url=deployment_url(deployment_id),
+        action="updated" if existing is not None else "created",
+        changed_fields=changed,
+    )

@@ -1,0 +1,97 @@
+"""The ECS work pool's base job template, built from the task settings block in one place.
+
+It starts from prefect-aws's own default template and sets the defaults of its variables, so
+the ECS worker renders every RunTask request from values the Prefect UI shows.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+from uuid import UUID
+
+from prefect_aws.workers.ecs_worker import ECSWorker
+
+from blocks.ecs_task_settings import EcsTaskSettings
+from meta_flows.errors import FlowSpecError
+
+# Job variables a prefect.yaml entry must not set: build-and-push-image sets the image.
+RESERVED_JOB_VARIABLES = {"image"}
+
+
+def default_ecs_template() -> dict[str, Any]:
+    return copy.deepcopy(ECSWorker.get_default_base_job_template())
+
+
+def network_configuration(settings: EcsTaskSettings) -> dict[str, Any] | None:
+    """Return the awsvpc configuration, or None to let the worker use the default VPC's subnets."""
+    if not settings.subnets:
+        return None
+    config: dict[str, Any] = {
+        "subnets": list(settings.subnets),
+        "assignPublicIp": "ENABLED" if settings.assign_public_ip else "DISABLED",
+    }
+    if settings.security_groups:
+        config["securityGroups"] = list(settings.security_groups)
+    return {"awsvpcConfiguration": config}
+
+
+def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUID) -> dict[str, Any]:
+    """Build the ECS pool's base job template from the task settings and the credentials block."""
+    template = default_ecs_template()
+    properties = template["variables"]["properties"]
+    defaults: dict[str, Any] = {
+        "aws_credentials": {"$ref": {"block_document_id": str(credentials_block_id)}},
+        "cluster": settings.cluster,
+        "cpu": settings.cpu,
+        "memory": settings.memory,
+        "launch_type": settings.launch_type,
+        "execution_role_arn": settings.execution_role_arn,
+        "task_role_arn": settings.task_role_arn,
+        "vpc_id": settings.vpc_id,
+        "network_configuration": network_configuration(settings),
+    }
+    for name, value in defaults.items():
+        if value is not None:
+            properties[name]["default"] = value
+
+    task_definition = template["job_configuration"]["task_definition"]
+    if settings.container_memory is not None:
+        # A hard memory limit on the flow container; it also lets moto run Fargate tasks, since
+        # moto 5.2.5's RunTask fails when memory is set at task level only.
+        properties["container_memory"] = {
+            "title": "Container memory",
+            "description": "Hard memory limit of the flow container in MiB.",
+            "type": "integer",
+            "default": settings.container_memory,
+        }
+        task_definition["containerDefinitions"][0]["memory"] = "{{ container_memory }}"
+    if settings.cpu_architecture != "X86_64":
+        task_definition["runtimePlatform"] = {
+            "cpuArchitecture": settings.cpu_architecture,
+            "operatingSystemFamily": "LINUX",
+        }
+    return template
+
+
+def validate_job_variables(deployment: str, job_variables: dict[str, Any], template: dict[str, Any]) -> None:
+    """Reject job variables the pool's template does not define, before anything is registered."""
+    allowed = set(template["variables"]["properties"])
+    dotted = sorted(key for key in job_variables if "." in key)
+    if dotted:
+        raise FlowSpecError(
+            f"deployment {deployment!r}: job variable keys {dotted} contain '.'; write nested values "
+            "as YAML mappings, e.g. env: {FOO: bar}"
+        )
+    reserved = sorted(RESERVED_JOB_VARIABLES & set(job_variables))
+    if reserved:
+        raise FlowSpecError(
+            f"deployment {deployment!r}: job variable {reserved[0]!r} is set by build-and-push-image; "
+            "remove it from prefect.yaml"
+        )
+    unknown = sorted(set(job_variables) - allowed)
+    if unknown:
+        raise FlowSpecError(
+            f"deployment {deployment!r}: unknown job variables {unknown}; the ECS pool defines "
+            f"{', '.join(sorted(allowed))}"
+        )
