@@ -33,7 +33,9 @@ def run_and_wait(name: str, parameters: dict[str, object], timeout: int) -> Flow
     """Start a run of deployment `name` and wait for a final state; raise when it times out."""
     flow_run = run_deployment(name, parameters=parameters, timeout=timeout)
     if flow_run.state is None or not flow_run.state.is_final():
-        raise TimeoutError(f"flow run {flow_run.id} of {name} not finished after {timeout} s: {flow_run_url(flow_run.id)}")
+        raise TimeoutError(
+            f"flow run {flow_run.id} of {name} not finished after {timeout} s: {flow_run_url(flow_run.id)}"
+        )
     return flow_run
 
 

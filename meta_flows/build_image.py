@@ -98,8 +98,14 @@ def build_and_push_image(flow: str) -> ImageResult:
     if existing is not None:
         logger.info("Registry has %s already (%s): no build, no push", uri, existing)
         result = ImageResult(
-            flow=flow_name, uri=uri, repository=f"{host}/{repository}", tag=tag, digest=existing,
-            built=False, pushed=False, seconds=round(time.monotonic() - started, 2),
+            flow=flow_name,
+            uri=uri,
+            repository=f"{host}/{repository}",
+            tag=tag,
+            digest=existing,
+            built=False,
+            pushed=False,
+            seconds=round(time.monotonic() - started, 2),
         )
     else:
         build_image_task(context.to_tar(), uri, context.build_args, flow_name)
@@ -109,8 +115,15 @@ def build_and_push_image(flow: str) -> ImageResult:
             "Pushed %s@%s (%d layers new, %d reused)", uri, pushed.digest, pushed.layers_pushed, pushed.layers_reused
         )
         result = ImageResult(
-            flow=flow_name, uri=uri, repository=f"{host}/{repository}", tag=tag, digest=pushed.digest,
-            built=True, pushed=True, layers_pushed=pushed.layers_pushed, layers_reused=pushed.layers_reused,
+            flow=flow_name,
+            uri=uri,
+            repository=f"{host}/{repository}",
+            tag=tag,
+            digest=pushed.digest,
+            built=True,
+            pushed=True,
+            layers_pushed=pushed.layers_pushed,
+            layers_reused=pushed.layers_reused,
             seconds=round(time.monotonic() - started, 2),
         )
     create_markdown_artifact(

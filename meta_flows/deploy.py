@@ -42,7 +42,11 @@ def deploy_flow(flow: str) -> DeployResult:
     deployment = register_deployment(flow=flow, image=image.uri)
     logger.info(
         "Deployed %s: image %s, deployment %s (%s) %s",
-        flow, image.uri, deployment.full_name, deployment.id, deployment.url,
+        flow,
+        image.uri,
+        deployment.full_name,
+        deployment.id,
+        deployment.url,
     )
     return DeployResult(image=image, deployment=deployment)
 

@@ -97,9 +97,7 @@ def build_desired(
         parameter_openapi_schema=schema,
         job_variables=job_variables,
         tags=sorted(spec.tags),
-        pull_steps=[
-            {"prefect.deployments.steps.set_working_directory": {"directory": working_directory}}
-        ],
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": working_directory}}],
         schedules=[normalise_schedule(spec.name, s) for s in spec.schedules or []],
     )
 
@@ -196,9 +194,7 @@ def apply_deployment(client: SyncPrefectClient, desired: DesiredDeployment) -> A
 
     flow_id = client.create_flow_from_name(desired.flow_name)
     schedules = [
-        DeploymentScheduleCreate(
-            schedule=s["schedule"], active=s["active"], parameters=s["parameters"], slug=s["slug"]
-        )
+        DeploymentScheduleCreate(schedule=s["schedule"], active=s["active"], parameters=s["parameters"], slug=s["slug"])
         for s in desired.schedules
     ]
     deployment_id = client.create_deployment(

@@ -62,9 +62,7 @@ def ensure_blocks(
     """Ensure the credentials block and the ECS task settings block."""
     credentials = AwsCredentials(
         region_name=settings.aws_region,
-        aws_access_key_id=(
-            settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
-        ),
+        aws_access_key_id=(settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None),
         aws_secret_access_key=settings.aws_secret_access_key,
     )
     credentials_result, credentials_id = ensure_block(

@@ -72,14 +72,11 @@ def load_deployment_specs(project_root: Path) -> list[DeploymentSpec]:
         try:
             spec = DeploymentSpec.model_validate(entry)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise FlowSpecError(f"{path}: deployments[{index}] is invalid: {problems}") from None
         if ":" not in spec.entrypoint:
             raise FlowSpecError(
-                f"{path}: deployments[{index}] entrypoint {spec.entrypoint!r} must read "
-                "<path to file>:<flow function>"
+                f"{path}: deployments[{index}] entrypoint {spec.entrypoint!r} must read <path to file>:<flow function>"
             )
         specs.append(spec)
     return specs
@@ -104,9 +101,7 @@ def list_flow_folders(project_root: Path) -> list[str]:
     flows = project_root / "flows"
     if not flows.is_dir():
         return []
-    return sorted(
-        p.name for p in flows.iterdir() if p.is_dir() and FLOW_FOLDER_PATTERN.match(p.name)
-    )
+    return sorted(p.name for p in flows.iterdir() if p.is_dir() and FLOW_FOLDER_PATTERN.match(p.name))
 
 
 def find_flow_spec(project_root: Path, folder: str) -> DeploymentSpec:

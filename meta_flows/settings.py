@@ -23,7 +23,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # reference (pattern and the 256-character limit).
 ECR_REPOSITORY_PATTERN = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-CLUSTER_PATTERN = re.compile(r"^(?:[A-Za-z0-9_-]{1,255}|arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255})$")
+CLUSTER_PATTERN = re.compile(
+    r"^(?:[A-Za-z0-9_-]{1,255}|arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255})$"
+)
 PREFECT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 BLOCK_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 REGION_PATTERN = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
@@ -230,8 +232,7 @@ class Settings(BaseSettings):
     def cluster_must_be_name_or_arn(cls, value: str) -> str:
         if not CLUSTER_PATTERN.match(value):
             raise ValueError(
-                f"{value!r} is not an ECS cluster name (letters, digits, '-' and '_', at most 255) "
-                "or cluster ARN"
+                f"{value!r} is not an ECS cluster name (letters, digits, '-' and '_', at most 255) or cluster ARN"
             )
         return value
 
@@ -239,9 +240,7 @@ class Settings(BaseSettings):
     @classmethod
     def role_arn_must_be_well_formed(cls, value: str | None) -> str | None:
         if value is not None and not ROLE_ARN_PATTERN.match(value):
-            raise ValueError(
-                f"{value!r} is not an IAM role ARN such as arn:aws:iam::123456789012:role/name"
-            )
+            raise ValueError(f"{value!r} is not an IAM role ARN such as arn:aws:iam::123456789012:role/name")
         return value
 
     @field_validator("work_pool", "work_queue", "deployer_pool")

@@ -38,8 +38,7 @@ class BuildContext:
         """Return the content-hash tag of this context."""
         manifest = {
             "files": sorted(
-                (path, mode, hashlib.sha256(content).hexdigest())
-                for path, (mode, content) in self.files.items()
+                (path, mode, hashlib.sha256(content).hexdigest()) for path, (mode, content) in self.files.items()
             ),
             "build_args": sorted(self.build_args.items()),
             "platform": self.platform,

@@ -41,8 +41,7 @@ def connect_engine() -> docker.DockerClient:
         client.ping()
     except DockerException as exc:
         raise DockerUnavailableError(
-            f"Docker engine not reachable at {host} ({exc}): start Docker or set DOCKER_HOST "
-            "to the engine's socket"
+            f"Docker engine not reachable at {host} ({exc}): start Docker or set DOCKER_HOST to the engine's socket"
         ) from exc
     return client
 
@@ -61,8 +60,7 @@ def resolve_base_image(client: docker.DockerClient, ref: str) -> BaseImage:
             attributes = client.api.inspect_image(ref)
         except (APIError, ImageNotFound) as exc:
             raise ImageBuildError(
-                f"base image {ref} not found locally and could not be pulled ({exc}): check "
-                "META_FLOWS_BASE_IMAGE"
+                f"base image {ref} not found locally and could not be pulled ({exc}): check META_FLOWS_BASE_IMAGE"
             ) from exc
     except DockerException as exc:
         raise DockerUnavailableError(f"Docker engine failed to inspect {ref}: {exc}") from exc

@@ -45,8 +45,14 @@ def project(tmp_path: Path) -> Path:
 def desired_for(project: Path) -> object:
     spec = find_flow_spec(project, "demo")
     return build_desired(
-        project, spec, entrypoint="flow.py:main", work_pool_name="pool", work_queue_name="default",
-        working_directory="/opt/prefect/flows/demo", job_variables={"image": "r/x:1"}, version="1",
+        project,
+        spec,
+        entrypoint="flow.py:main",
+        work_pool_name="pool",
+        work_queue_name="default",
+        working_directory="/opt/prefect/flows/demo",
+        job_variables={"image": "r/x:1"},
+        version="1",
     )
 
 
@@ -143,8 +149,13 @@ def test_job_variables_invalid_are_rejected(job_variables: dict[str, object], ex
 def test_pool_template_carries_settings_as_defaults() -> None:
     credentials_id = uuid4()
     settings = EcsTaskSettings(
-        cluster="flows", execution_role_arn="arn:aws:iam::123456789012:role/e", cpu=512, memory=1024,
-        container_memory=512, subnets=["subnet-1"], security_groups=["sg-1"],
+        cluster="flows",
+        execution_role_arn="arn:aws:iam::123456789012:role/e",
+        cpu=512,
+        memory=1024,
+        container_memory=512,
+        subnets=["subnet-1"],
+        security_groups=["sg-1"],
     )
 
     template = build_base_job_template(settings, credentials_id)

@@ -8,12 +8,27 @@ from meta_flows.errors import SettingsError
 from meta_flows.settings import load_settings
 
 SETTINGS_VARIABLES = [
-    "AWS_REGION", "AWS_DEFAULT_REGION", "META_FLOWS_AWS_REGION", "ecr_image", "cluster",
-    "execution_role_arn", "task_role_arn", "work_queue_name", "PREFECT_AWS_ACCESS_KEY_ID",
-    "PREFECT_AWS_SECRET_ACCESS_KEY", "META_FLOWS_REGISTRY_HOST", "META_FLOWS_CPU", "META_FLOWS_MEMORY",
-    "META_FLOWS_REPOSITORY_PREFIX", "META_FLOWS_CLUSTER", "META_FLOWS_CONTAINER_MEMORY",
-    "META_FLOWS_CA_BUNDLE", "META_FLOWS_EXECUTION_ROLE_ARN", "META_FLOWS_TASK_ROLE_ARN",
-    "META_FLOWS_WORK_QUEUE", "META_FLOWS_BASE_IMAGE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "META_FLOWS_AWS_REGION",
+    "ecr_image",
+    "cluster",
+    "execution_role_arn",
+    "task_role_arn",
+    "work_queue_name",
+    "PREFECT_AWS_ACCESS_KEY_ID",
+    "PREFECT_AWS_SECRET_ACCESS_KEY",
+    "META_FLOWS_REGISTRY_HOST",
+    "META_FLOWS_CPU",
+    "META_FLOWS_MEMORY",
+    "META_FLOWS_REPOSITORY_PREFIX",
+    "META_FLOWS_CLUSTER",
+    "META_FLOWS_CONTAINER_MEMORY",
+    "META_FLOWS_CA_BUNDLE",
+    "META_FLOWS_EXECUTION_ROLE_ARN",
+    "META_FLOWS_TASK_ROLE_ARN",
+    "META_FLOWS_WORK_QUEUE",
+    "META_FLOWS_BASE_IMAGE",
 ]
 
 
@@ -70,12 +85,24 @@ def test_settings_ecr_image_with_host_splits_registry(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("META_FLOWS_REPOSITORY_PREFIX", "Team-Flows", "META_FLOWS_REPOSITORY_PREFIX: 'Team-Flows' is not a valid ECR repository prefix"),
-        ("execution_role_arn", "arn:aws:iam::12:role/x", "META_FLOWS_EXECUTION_ROLE_ARN: 'arn:aws:iam::12:role/x' is not an IAM role ARN"),
+        (
+            "META_FLOWS_REPOSITORY_PREFIX",
+            "Team-Flows",
+            "META_FLOWS_REPOSITORY_PREFIX: 'Team-Flows' is not a valid ECR repository prefix",
+        ),
+        (
+            "execution_role_arn",
+            "arn:aws:iam::12:role/x",
+            "META_FLOWS_EXECUTION_ROLE_ARN: 'arn:aws:iam::12:role/x' is not an IAM role ARN",
+        ),
         ("task_role_arn", "role/x", "META_FLOWS_TASK_ROLE_ARN: 'role/x' is not an IAM role ARN"),
         ("cluster", "my cluster", "META_FLOWS_CLUSTER: 'my cluster' is not an ECS cluster name"),
         ("META_FLOWS_CPU", "300", "META_FLOWS_CPU: 300 is not a Fargate CPU size"),
-        ("META_FLOWS_CA_BUNDLE", "/nonexistent/ca.pem", "META_FLOWS_CA_BUNDLE: '/nonexistent/ca.pem' is not a readable file"),
+        (
+            "META_FLOWS_CA_BUNDLE",
+            "/nonexistent/ca.pem",
+            "META_FLOWS_CA_BUNDLE: '/nonexistent/ca.pem' is not a readable file",
+        ),
         ("META_FLOWS_PLATFORM", "windows/amd64", "META_FLOWS_PLATFORM:"),
     ],
 )

@@ -1,0 +1,91 @@
+"""Read-only look-ups the end-to-end tests make: Prefect API, registry, runner records."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+
+
+def api_get(env: dict[str, str], path: str) -> Any:
+    reply = requests.get(f"{env['PREFECT_API_URL']}{path}", timeout=10)
+    reply.raise_for_status()
+    return reply.json()
+
+
+def read_deployment(env: dict[str, str], full_name: str) -> dict[str, Any]:
+    return api_get(env, f"/deployments/name/{full_name}")  # type: ignore[no-any-return]
+
+
+def wait_for_final_state(env: dict[str, str], flow_run_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the flow run until it reaches a final state; raise AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    flow_run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        flow_run = api_get(env, f"/flow_runs/{flow_run_id}")
+        if flow_run.get("state_type") in FINAL_STATES:
+            return flow_run
+        time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id} not final after {timeout} s: {flow_run.get('state_type')}")
+
+
+def create_flow_run(env: dict[str, str], deployment_id: str, parameters: dict[str, Any]) -> str:
+    reply = requests.post(
+        f"{env['PREFECT_API_URL']}/deployments/{deployment_id}/create_flow_run",
+        json={"parameters": parameters},
+        timeout=10,
+    )
+    reply.raise_for_status()
+    return str(reply.json()["id"])
+
+
+def registry_login(env: dict[str, str]) -> tuple[str, str]:
+    ecr = boto3.client("ecr", region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"])
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    return user, password
+
+
+def registry_digest(env: dict[str, str], image: str) -> str | None:
+    """Return the digest the local registry holds for `image` (host/repo:tag), or None."""
+    host, _, rest = image.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    reply = requests.head(
+        f"http://{host}/v2/{repository}/manifests/{tag}",
+        auth=registry_login(env),
+        headers={"Accept": MANIFEST_ACCEPT},
+        timeout=10,
+    )
+    if reply.status_code == 404:
+        return None
+    reply.raise_for_status()
+    return reply.headers["Docker-Content-Digest"]
+
+
+def registry_tags(env: dict[str, str], repository: str) -> list[str]:
+    host = env["META_FLOWS_REGISTRY_HOST"]
+    reply = requests.get(f"http://{host}/v2/{repository}/tags/list", auth=registry_login(env), timeout=10)
+    if reply.status_code == 404:
+        return []
+    reply.raise_for_status()
+    return sorted(reply.json().get("tags") or [])
+
+
+def runner_record(env: dict[str, str], flow_run_id: str) -> dict[str, Any] | None:
+    """Return the task runner's record of the ECS task that ran `flow_run_id`, if any."""
+    path = Path(env["DEVSTACK_STATE_DIR"]) / "runner" / "tasks.jsonl"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("flow_run_id") == flow_run_id:
+            return record  # type: ignore[no-any-return]
+    return None
