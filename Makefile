@@ -18,8 +18,14 @@ demo: stack
 	$(WITH_STACK_ENV) $(PYTHON) -m devstack workers
 	$(WITH_STACK_ENV) $(PYTHON) -m devstack.demo
 
+# The runner's own end-to-end tests reuse the stack's runner, one per emulator.
+RUNNER_E2E_ENV := RUNNER_E2E_AWS_ENDPOINT=$$AWS_ENDPOINT_URL RUNNER_E2E_DOCKER_HOST=$$DOCKER_HOST \
+	RUNNER_E2E_BASE_IMAGE=$$META_FLOWS_BASE_IMAGE RUNNER_E2E_STATE_DIR=$$DEVSTACK_STATE_DIR \
+	RUNNER_E2E_RUNNER_LOG=$$DEVSTACK_STATE_DIR/logs/task-runner.log
+
 test: stack
-	$(WITH_STACK_ENV) $(PYTHON) -m pytest tests
+	$(WITH_STACK_ENV) $(PYTHON) -m devstack runner
+	$(WITH_STACK_ENV) $(RUNNER_E2E_ENV) $(PYTHON) -m pytest tests
 
 unit: install
 	$(PYTHON) -m pytest tests/unit tests/devstack -m "not e2e"

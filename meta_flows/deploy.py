@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"image:      {result.image.uri}")
     print(f"digest:     {result.image.digest}")
+    outcome = "built and pushed" if result.image.pushed else "already in the registry: not built, not pushed"
+    print(f"outcome:    {outcome}")
     print(f"deployment: {result.deployment.full_name} ({result.deployment.action})")
     print(f"id:         {result.deployment.id}")
     print(f"link:       {result.deployment.url}")

@@ -102,7 +102,10 @@ def workers(
     for pool_variable, pool_type in (("META_FLOWS_WORK_POOL", "ecs"), ("META_FLOWS_DEPLOYER_POOL", "process")):
         pool = stack_env[pool_variable]
         log = open(logs / f"{pool_type}.log", "w")  # noqa: SIM115 - closed with the process
-        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", pool_type]
+        command = [
+            *(sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", pool_type),
+            *("--no-create-pool-if-not-found", "--install-policy", "never"),
+        ]
         processes.append(
             (subprocess.Popen(command, env=stack_env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT), log)
         )
