@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from meta_flows.errors import FlowSpecError
 from meta_flows.project import DeploymentSpec, FlowSource, read_flow_source
+from meta_flows.report import Action
 
 
 class DesiredDeployment(BaseModel):
@@ -52,7 +53,7 @@ class AppliedDeployment(BaseModel):
     id: UUID
     full_name: str
     url: str
-    action: str
+    action: Action
     changed_fields: list[str] = []
 
 

@@ -16,7 +16,7 @@ from prefect_aws import AwsCredentials
 from blocks.ecs_task_settings import EcsTaskSettings
 from meta_flows.errors import ForeignResourceError
 from meta_flows.pool_template import build_base_job_template
-from meta_flows.report import ResourceResult
+from meta_flows.report import Action, ResourceResult
 from meta_flows.settings import Settings
 
 MANAGED_MARKER = "Managed by meta-flows (bootstrap-pool)."
@@ -35,17 +35,19 @@ def ensure_block(client: SyncPrefectClient, kind: str, name: str, desired: Block
     """Save `desired` under `name` unless an equal block is stored; return the result and its id."""
     block_class = type(desired)
     ensure_block_type(client, block_class)
+    existing: Block | None
     try:
-        existing = block_class.load(name, validate=False)
+        existing = block_class.load(name, validate=False)  # type: ignore[assignment]
     except ValueError:
         existing = None
 
+    action: Action
     if existing is not None and _block_values(existing) == _block_values(desired):
         action = "unchanged"
         block_id = existing._block_document_id
     else:
         action = "created" if existing is None else "updated"
-        block_id = desired.save(name, overwrite=True)
+        block_id = desired.save(name, overwrite=True)  # type: ignore[assignment]
     if block_id is None:
         raise RuntimeError(f"block {name} has no document id after loading or saving")
     return ResourceResult(kind, name, action), block_id

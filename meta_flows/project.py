@@ -2,8 +2,8 @@
 
 prefect.yaml keeps Prefect's own shape: a `deployments` list whose entries carry `name`,
 `entrypoint`, `description`, `parameters`, `schedules`, `tags` and `work_pool.job_variables`.
-Entries whose entrypoint lies in `meta_flows/` are the meta-flows' own deployments (the deployer
-pool); entries under `flows/<folder>/` are the flows deployed to ECS, one per folder.
+Entries whose entrypoint lies in `meta_flows/` are the meta-flows' own deployments, applied on
+the deployer pool. Entries under `flows/<folder>/` are the flows deployed to ECS, one per folder.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class DeploymentSpec(BaseModel):
 
 
 class FlowSource(BaseModel):
-    """What the flow file declares, read without importing it."""
+    """Flow name and function of a flow file, read from its syntax tree without importing it."""
 
     flow_name: str
     function_name: str

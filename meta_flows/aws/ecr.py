@@ -27,14 +27,16 @@ def ensure_repository(region: str, name: str) -> ResourceResult:
     """Create the repository `name` unless it exists; an existing one is used as it is."""
     ecr = aws_client("ecr", region)
     try:
-        ecr.describe_repositories(repositoryNames=[name])
+        repository = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+        tags = ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"]).get("tags", [])
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "RepositoryNotFoundException":
             raise describe_aws_failure("ecr:DescribeRepositories", exc) from exc
     except BotoCoreError as exc:
         raise describe_aws_failure("ecr:DescribeRepositories", exc) from exc
     else:
-        return ResourceResult("ECR repository", name, "unchanged")
+        managed = {"Key": MANAGED_TAG_KEY, "Value": MANAGED_TAG_VALUE} in tags
+        return ResourceResult("ECR repository", name, "unchanged" if managed else "foreign")
 
     try:
         ecr.create_repository(

@@ -20,8 +20,9 @@ def ensure_cluster(region: str, cluster: str) -> ResourceResult:
     active = [c for c in reply.get("clusters", []) if c.get("status") == "ACTIVE"]
     if active:
         tags = {t["key"]: t["value"] for t in active[0].get("tags", [])}
-        action = "unchanged" if tags.get(MANAGED_TAG_KEY) == MANAGED_TAG_VALUE else "foreign"
-        return ResourceResult("ECS cluster", cluster, action)
+        if tags.get(MANAGED_TAG_KEY) == MANAGED_TAG_VALUE:
+            return ResourceResult("ECS cluster", cluster, "unchanged")
+        return ResourceResult("ECS cluster", cluster, "foreign")
 
     if cluster.startswith("arn:"):
         raise describe_aws_failure(

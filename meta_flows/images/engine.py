@@ -34,7 +34,7 @@ class PushResult:
 
 
 def connect_engine() -> docker.DockerClient:
-    """Connect to the engine at DOCKER_HOST (or the default socket) and check that it answers."""
+    """Connect to the engine at DOCKER_HOST (or the default socket) and ping it."""
     host = os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
     try:
         client = docker.DockerClient(base_url=host, timeout=600)

@@ -1,8 +1,8 @@
 """Fixtures of the end-to-end tests: the local stack, session-unique names, and real workers.
 
 `make test` starts the stack and exports its environment. Each test session bootstraps its own
-pools, cluster, repositories and blocks under a unique suffix, and starts its own ECS worker
-and deployer worker on those pools; the stack's task runner (one per stack) runs the ECS tasks.
+pools, cluster, repositories and blocks under a unique suffix. It starts its own ECS worker and
+deployer worker on those pools, while the stack's one task runner runs the ECS tasks.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def test_deploy_flow_started_with_prefect_cli_completes(stack_env: dict[str, str
     assert flow_run["state_type"] == "COMPLETED", f"deploy-flow ended {flow_run['state_name']}; see {workers['logs']}"
     deployment = read_deployment(stack_env, "hello/hello")
     image = deployment["job_variables"]["image"]
-    assert image.startswith(f"{stack_env['META_FLOWS_REGISTRY_HOST']}/{stack_env['META_FLOWS_REPOSITORY_PREFIX']}/hello:")
+    repository = f"{stack_env['META_FLOWS_REGISTRY_HOST']}/{stack_env['META_FLOWS_REPOSITORY_PREFIX']}/hello"
+    assert image.startswith(f"{repository}:")
     assert deployment["work_pool_name"] == stack_env["META_FLOWS_WORK_POOL"]
     assert registry_digest(stack_env, image) is not None
 

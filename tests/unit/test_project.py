@@ -82,7 +82,7 @@ def test_flow_folder_invalid_names_the_problem(project: Path, folder: str, expec
     assert expected in str(error.value)
 
 
-def test_flow_without_prefect_yaml_entry_says_how_to_add_it(project: Path) -> None:
+def test_flow_without_entry_shows_fix(project: Path) -> None:
     (project / "flows" / "other").mkdir()
 
     with pytest.raises(FlowSpecError) as error:
