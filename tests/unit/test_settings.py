@@ -34,7 +34,7 @@ SETTINGS_VARIABLES = [
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in SETTINGS_VARIABLES:
+    for name in SETTINGS_VARIABLES + ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env file
@@ -160,3 +160,25 @@ def test_settings_container_memory_above_task_memory_is_rejected(monkeypatch: py
         load_settings()
 
     assert "META_FLOWS_CONTAINER_MEMORY=4096 exceeds the task memory META_FLOWS_MEMORY=2048" in str(error.value)
+
+
+def test_settings_standard_aws_keys_stay_out_of_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIADEFAULTCHAIN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "default-chain-secret")
+
+    settings = load_settings()
+
+    assert settings.aws_access_key_id is None
+    assert settings.aws_secret_access_key is None
+
+
+def test_settings_field_names_are_not_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("CPU", "512")
+    monkeypatch.setenv("PLATFORM", "linux/arm64")
+
+    settings = load_settings()
+
+    assert settings.cpu == 1024
+    assert settings.platform == "linux/amd64"
