@@ -32,6 +32,9 @@ class EcsTaskSettings(Block):
     vpc_id: str | None = Field(default=None, description="VPC of the tasks; unset means the default VPC.")
     subnets: list[str] = Field(default_factory=list, description="Subnets; empty means the VPC's.")
     security_groups: list[str] = Field(default_factory=list)
+    prefect_api_key_secret_arn: str | None = Field(
+        default=None, description="Secrets Manager ARN of the Prefect API key, handed to tasks as a secret."
+    )
     assign_public_ip: bool = Field(
         default=True, description="Needed in public subnets without a NAT gateway, to reach ECR."
     )

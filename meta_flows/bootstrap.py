@@ -21,6 +21,7 @@ from meta_flows.deployments import DesiredDeployment, apply_deployment, build_de
 from meta_flows.errors import MetaFlowsError
 from meta_flows.pools import ensure_blocks, ensure_deployer_pool, ensure_ecs_pool, ensure_work_queue
 from meta_flows.prefect_api import check_prefect_api
+from meta_flows.preflight import check_api_key_handling, check_settings_network, require_prefect_api
 from meta_flows.project import find_flow_spec, list_flow_folders, meta_flow_specs
 from meta_flows.report import ResourceResult, render_markdown_table, render_text_table
 from meta_flows.settings import Settings, load_settings
@@ -63,6 +64,7 @@ def bootstrap_pool() -> list[ResourceResult]:
     """Set up (or confirm) everything the meta-flows need; safe to run again at any time."""
     logger = get_run_logger()
     settings = load_settings()
+    check_api_key_handling(settings)
     flows = list_flow_folders(settings.project_root)
     for folder in flows:
         find_flow_spec(settings.project_root, folder)
@@ -72,6 +74,7 @@ def bootstrap_pool() -> list[ResourceResult]:
         check_prefect_api(client)
         identity = sts.get_caller_identity(settings.aws_region)
         logger.info("AWS caller %s in account %s, region %s", identity.arn, identity.account, settings.aws_region)
+        check_settings_network(settings)
 
         results, execution_role_arn = ensure_aws_resources(settings, identity.account, flows)
         block_results, credentials_id, task_settings = ensure_blocks(client, settings, execution_role_arn)
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.parse_args(argv)
     try:
+        # Bad settings and an unreachable Prefect API fail here, before a flow run exists.
+        check_api_key_handling(load_settings())
+        require_prefect_api()
         results = bootstrap_pool()
     except MetaFlowsError as exc:
         print(f"error: {exc}", file=sys.stderr)

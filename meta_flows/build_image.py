@@ -10,9 +10,11 @@ import time
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from meta_flows.aws import ecr, sts
+from meta_flows.aws.login_cache import RegistryLoginCache
 from meta_flows.images import engine, registry
 from meta_flows.images.context import assemble_context
 from meta_flows.project import find_flow_spec, validate_flow_folder
@@ -58,14 +60,12 @@ def build_image_task(context_tar: bytes, image_ref: str, build_args: dict[str, s
     return engine.build_image(client, context_tar, image_ref, build_args, labels, log_line)
 
 
-@task(name="push-image")
-def push_image_task(region: str, repository_ref: str, tag: str) -> engine.PushResult:
+# NO_CACHE: the login cache is no input to hash, and no cached push result may stand in for a push.
+@task(name="push-image", cache_policy=NO_CACHE)
+def push_image_task(logins: RegistryLoginCache, repository_ref: str, tag: str) -> engine.PushResult:
     logger = get_run_logger()
     client = engine.connect_engine()
-    # A fresh token for each push: the emulator's token is always past its expiry, and a real
-    # one lasts 12 hours, longer than any push.
-    login = ecr.get_registry_login(region)
-    return engine.push_image(client, repository_ref, tag, login, logger.debug)
+    return engine.push_image(client, repository_ref, tag, logins.get(), logger.debug)
 
 
 @flow(name="build-and-push-image", log_prints=False)
@@ -92,9 +92,9 @@ def build_and_push_image(flow: str) -> ImageResult:
     uri = f"{host}/{repository}:{tag}"
     logger.info("Image of %s: %s (base %s)", flow_name, uri, base.pinned_ref)
 
-    ensure_repository_task(settings.aws_region, repository)
-    login = ecr.get_registry_login(settings.aws_region)
-    existing = registry.find_manifest_digest(host, repository, tag, login)
+    region = settings.aws_region
+    logins = RegistryLoginCache(lambda: ecr.get_registry_login(region))
+    existing = registry.find_manifest_digest(host, repository, tag, logins.get())
     if existing is not None:
         logger.info("Registry has %s already (%s): no build, no push", uri, existing)
         result = ImageResult(
@@ -110,7 +110,9 @@ def build_and_push_image(flow: str) -> ImageResult:
     else:
         build_image_task(context.to_tar(), uri, context.build_args, flow_name)
         logger.info("Built %s", uri)
-        pushed = push_image_task(settings.aws_region, f"{host}/{repository}", tag)
+        # After the build, so a flow that fails to build leaves no repository behind.
+        ensure_repository_task(region, repository)
+        pushed = push_image_task(logins, f"{host}/{repository}", tag)
         logger.info(
             "Pushed %s@%s (%d layers new, %d reused)", uri, pushed.digest, pushed.layers_pushed, pushed.layers_reused
         )

@@ -13,8 +13,10 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from meta_flows.build_image import ImageResult, build_and_push_image
+from meta_flows.deploy_lock import deploy_lock
 from meta_flows.deployments import AppliedDeployment
 from meta_flows.errors import MetaFlowsError
+from meta_flows.preflight import check_deploy_inputs, require_prefect_api
 from meta_flows.project import validate_flow_folder
 from meta_flows.register import register_deployment
 from meta_flows.settings import load_settings
@@ -37,9 +39,12 @@ def deploy_flow(flow: str) -> DeployResult:
     logger = get_run_logger()
     settings = load_settings()
     validate_flow_folder(settings.project_root, flow)
+    check_deploy_inputs(settings, flow)
 
-    image = build_and_push_image(flow=flow)
-    deployment = register_deployment(flow=flow, image=image.uri)
+    # Runs of the same flow wait for each other; the second finds the image in place.
+    with deploy_lock(settings.repository_name(flow)):
+        image = build_and_push_image(flow=flow)
+        deployment = register_deployment(flow=flow, image=image.uri)
     logger.info(
         "Deployed %s: image %s, deployment %s (%s) %s",
         flow,
@@ -59,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("flow", help="folder of flows/ to deploy")
     args = parser.parse_args(argv)
     try:
+        # Bad input fails here, before a flow run exists on the server.
+        settings = load_settings()
+        require_prefect_api()
+        check_deploy_inputs(settings, args.flow)
         result = deploy_flow(flow=args.flow)
     except MetaFlowsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -50,12 +50,14 @@ def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUI
         "task_role_arn": settings.task_role_arn,
         "vpc_id": settings.vpc_id,
         "network_configuration": network_configuration(settings),
+        "prefect_api_key_secret_arn": settings.prefect_api_key_secret_arn,
     }
     for name, value in defaults.items():
         if value is not None:
             properties[name]["default"] = value
 
     task_definition = template["job_configuration"]["task_definition"]
+    add_container_secrets(properties, task_definition)
     if settings.container_memory is not None:
         # A hard memory limit on the flow container; it also lets moto run Fargate tasks, since
         # moto 5.2.5's RunTask fails when memory is set at task level only.
@@ -74,6 +76,29 @@ def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUI
     return template
 
 
+def add_container_secrets(properties: dict[str, Any], task_definition: dict[str, Any]) -> None:
+    """Add the `secrets` variable: container secrets that ECS resolves from their ARNs at start.
+
+    Only the ARNs pass through Prefect and RunTask; the values go from Secrets Manager or SSM
+    straight to the container. The worker drops the key when the list is empty.
+    """
+    properties["secrets"] = {
+        "title": "Secrets",
+        "description": (
+            "Container secrets as a list of {name, valueFrom}; valueFrom is a Secrets Manager or SSM "
+            "parameter ARN. The execution role needs read access to each."
+        ),
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "valueFrom": {"type": "string"}},
+            "required": ["name", "valueFrom"],
+        },
+        "default": [],
+    }
+    task_definition["containerDefinitions"][0]["secrets"] = "{{ secrets }}"
+
+
 def validate_job_variables(deployment: str, job_variables: dict[str, Any], template: dict[str, Any]) -> None:
     """Reject job variables the pool's template does not define, before anything is registered."""
     allowed = set(template["variables"]["properties"])
@@ -89,9 +114,39 @@ def validate_job_variables(deployment: str, job_variables: dict[str, Any], templ
             f"deployment {deployment!r}: job variable {reserved[0]!r} is set by build-and-push-image; "
             "remove it from prefect.yaml"
         )
+    if "task_definition_arn" in job_variables:
+        raise FlowSpecError(
+            f"deployment {deployment!r}: job variable 'task_definition_arn' fixes the task definition, and "
+            "ECS cannot override the image of a fixed task definition, so the built image would never "
+            "run; remove task_definition_arn and set cpu, memory or env instead"
+        )
+    check_network_variables(deployment, job_variables, template)
     unknown = sorted(set(job_variables) - allowed)
     if unknown:
         raise FlowSpecError(
             f"deployment {deployment!r}: unknown job variables {unknown}; the ECS pool defines "
             f"{', '.join(sorted(allowed))}"
+        )
+
+
+def check_network_variables(deployment: str, job_variables: dict[str, Any], template: dict[str, Any]) -> None:
+    """Reject a network_configuration job variable without subnets or without a VPC to check them in.
+
+    prefect-aws reads `network_configuration` as the awsvpcConfiguration itself and requires
+    `vpc_id` with it; subnets outside that VPC and missing security groups are checked against
+    EC2 by the caller.
+    """
+    network = job_variables.get("network_configuration")
+    if network is None:
+        return
+    if not isinstance(network, dict) or not network.get("subnets"):
+        raise FlowSpecError(
+            f"deployment {deployment!r}: job variable network_configuration lists no subnets; give "
+            "subnets: [subnet-...] (and securityGroups), or remove it to use the pool's network"
+        )
+    properties = template["variables"]["properties"]
+    if not (job_variables.get("vpc_id") or properties.get("vpc_id", {}).get("default")):
+        raise FlowSpecError(
+            f"deployment {deployment!r}: job variable network_configuration needs vpc_id, the VPC its "
+            "subnets belong to; add vpc_id: vpc-... beside it"
         )

@@ -80,6 +80,8 @@ def ensure_blocks(
         cpu_architecture="ARM64" if settings.platform == "linux/arm64" else "X86_64",
         subnets=settings.subnets,
         security_groups=settings.security_groups,
+        vpc_id=settings.vpc_id,
+        prefect_api_key_secret_arn=settings.prefect_api_key_secret_arn,
     )
     settings_result, _ = ensure_block(client, "ECS task settings block", settings.task_settings_block, task_settings)
     return [credentials_result, settings_result], credentials_id, task_settings

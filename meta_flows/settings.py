@@ -29,6 +29,8 @@ CLUSTER_PATTERN = re.compile(
 PREFECT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 BLOCK_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 REGION_PATTERN = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+SECRET_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+$")
+VPC_ID_PATTERN = re.compile(r"^vpc-[0-9a-f]{1,17}$")
 
 # Valid Fargate task sizes: CPU units to the allowed memory values in MiB.
 # Source: "Task CPU and memory" in the Amazon ECS developer guide (Fargate).
@@ -63,6 +65,10 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # pydantic-settings also reads each field under its own name. Unprefixed, the field
+        # aws_secret_access_key would pick up the default chain's AWS_SECRET_ACCESS_KEY and
+        # bootstrap would store it in the credentials block. Only the aliases are meant to be read.
+        env_prefix="META_FLOWS_FIELD_",
     )
 
     aws_region: str = Field(
@@ -185,6 +191,19 @@ class Settings(BaseSettings):
         validation_alias=_env("META_FLOWS_SECURITY_GROUPS"),
         description="Security group ids as a JSON list. Empty: the VPC's default group.",
     )
+    vpc_id: str | None = Field(
+        default=None,
+        validation_alias=_env("META_FLOWS_VPC_ID"),
+        description="VPC of the tasks, whose subnets META_FLOWS_SUBNETS lists. Unset: the default VPC.",
+    )
+    prefect_api_key_secret_arn: str | None = Field(
+        default=None,
+        validation_alias=_env("META_FLOWS_PREFECT_API_KEY_SECRET_ARN"),
+        description=(
+            "Secrets Manager ARN holding the Prefect API key. The ECS worker then hands the key to "
+            "tasks as this secret, never as plain environment. Required when PREFECT_API_KEY is set."
+        ),
+    )
     project_root: Path = Field(
         default=PROJECT_ROOT,
         validation_alias=_env("META_FLOWS_PROJECT_ROOT"),
@@ -240,6 +259,23 @@ class Settings(BaseSettings):
     def role_arn_must_be_well_formed(cls, value: str | None) -> str | None:
         if value is not None and not ROLE_ARN_PATTERN.match(value):
             raise ValueError(f"{value!r} is not an IAM role ARN such as arn:aws:iam::123456789012:role/name")
+        return value
+
+    @field_validator("vpc_id")
+    @classmethod
+    def vpc_id_must_be_well_formed(cls, value: str | None) -> str | None:
+        if value is not None and not VPC_ID_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a VPC id such as vpc-0abc123")
+        return value
+
+    @field_validator("prefect_api_key_secret_arn")
+    @classmethod
+    def secret_arn_must_be_well_formed(cls, value: str | None) -> str | None:
+        if value is not None and not SECRET_ARN_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a Secrets Manager secret ARN such as "
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
+            )
         return value
 
     @field_validator("work_pool", "work_queue", "deployer_pool")
