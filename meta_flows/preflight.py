@@ -15,6 +15,7 @@ from prefect.settings import get_current_settings
 from meta_flows.aws.network import check_network
 from meta_flows.deployments import build_desired
 from meta_flows.errors import FlowSpecError, SettingsError
+from meta_flows.images import engine
 from meta_flows.pool_template import validate_job_variables
 from meta_flows.prefect_api import check_prefect_api, require_api_url
 from meta_flows.project import DeploymentSpec, find_flow_spec
@@ -67,6 +68,7 @@ def read_pool_template(client: SyncPrefectClient, pool_name: str) -> dict[str, o
 def check_deploy_inputs(settings: Settings, flow: str) -> DeploymentSpec:
     """Validate everything a deploy of flows/<flow> reads, before any build, push or write."""
     spec = find_flow_spec(settings.project_root, flow)
+    engine.connect_engine().close()
     with get_client(sync_client=True) as client:
         check_prefect_api(client)
         template = read_pool_template(client, settings.work_pool)
