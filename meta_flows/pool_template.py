@@ -81,6 +81,8 @@ def add_container_secrets(properties: dict[str, Any], task_definition: dict[str,
 
     Only the ARNs pass through Prefect and RunTask; the values go from Secrets Manager or SSM
     straight to the container. The worker drops the key when the list is empty.
+    NOTE: the execution role that bootstrap creates does not grant secretsmanager:GetSecretValue
+    on these ARNs yet; on AWS, grant it or configure an execution role that has it.
     """
     properties["secrets"] = {
         "title": "Secrets",

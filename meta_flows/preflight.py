@@ -23,7 +23,7 @@ from meta_flows.settings import Settings
 
 
 def require_prefect_api() -> None:
-    """Raise PrefectApiError naming PREFECT_API_URL unless the Prefect API answers."""
+    """Raise PrefectApiError naming PREFECT_API_URL unless the Prefect API passes its health check."""
     require_api_url()
     with get_client(sync_client=True) as client:
         check_prefect_api(client)
