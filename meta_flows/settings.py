@@ -65,10 +65,6 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
-        # pydantic-settings also reads each field under its own name. Unprefixed, the field
-        # aws_secret_access_key would pick up the default chain's AWS_SECRET_ACCESS_KEY and
-        # bootstrap would store it in the credentials block. Only the aliases are meant to be read.
-        env_prefix="META_FLOWS_FIELD_",
     )
 
     aws_region: str = Field(

@@ -202,7 +202,7 @@ def test_api_key_without_secret_arn_rejected(monkeypatch: pytest.MonkeyPatch) ->
     from meta_flows.settings import load_settings
 
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_" + base64.b16encode(b"unit").decode())
-    settings = load_settings(aws_region="us-east-1")
+    settings = load_settings(AWS_REGION="us-east-1")
 
     with pytest.raises(SettingsError, match="META_FLOWS_PREFECT_API_KEY_SECRET_ARN is not"):
         check_api_key_handling(settings)
@@ -212,7 +212,9 @@ def test_settings_reject_malformed_vpc_and_secret_arn() -> None:
     from meta_flows.settings import load_settings
 
     with pytest.raises(SettingsError) as caught:
-        load_settings(aws_region="us-east-1", vpc_id="default", prefect_api_key_secret_arn="prefect-key")
+        load_settings(
+            AWS_REGION="us-east-1", META_FLOWS_VPC_ID="default", META_FLOWS_PREFECT_API_KEY_SECRET_ARN="prefect-key"
+        )
 
     assert "META_FLOWS_VPC_ID: 'default' is not a VPC id" in str(caught.value)
     assert "META_FLOWS_PREFECT_API_KEY_SECRET_ARN: 'prefect-key' is not a Secrets Manager secret ARN" in str(
@@ -255,16 +257,3 @@ def test_prefect_api_url_unset_named() -> None:
 
     assert "PREFECT_API_URL is not set" in str(caught.value)
 
-
-def test_default_chain_keys_stay_out_of_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from meta_flows.settings import load_settings
-
-    monkeypatch.delenv("PREFECT_AWS_ACCESS_KEY_ID", raising=False)
-    monkeypatch.delenv("PREFECT_AWS_SECRET_ACCESS_KEY", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "default-chain-id")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "default-chain-secret")
-
-    settings = load_settings(aws_region="us-east-1")
-
-    assert settings.aws_access_key_id is None
-    assert settings.aws_secret_access_key is None
