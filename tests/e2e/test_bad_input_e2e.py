@@ -1,15 +1,17 @@
 """Bad input on the local stack: a clear error naming the setting or file and the fix, and this
 session's emulator resources, registry images and Prefect objects unchanged afterwards.
 
-One bootstrap serves every case; each case runs the product's command line with one input
-spoiled and compares snapshots taken before and after.
+One bootstrap serves every case. Each case runs the product's command line with one input
+spoiled, between two snapshots. The cases run three at a time to keep the suite short: none
+of them may change anything, so a change made by any case still shows in some case's snapshots.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -41,26 +43,45 @@ def foreign_subnet(session: tuple[dict[str, str], str]) -> Iterator[str]:
     ec2.delete_vpc(VpcId=vpc)
 
 
-def assert_fails_unchanged(
-    env: dict[str, str], suffix: str, command: list[str], expected: list[str], created_lock: str | None = None
-) -> str:
-    """Run `command`, expect exit 1 and each text of `expected`, and compare snapshots.
+PARALLEL_CASES = 3
+
+
+@dataclass
+class Case:
+    """One spoiled input: the environment and command to run, and a lock the run may create."""
+
+    env: dict[str, str]
+    command: list[str]
+    created_lock: str | None = None
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    output: str
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+
+
+def run_case(case: Case, suffix: str) -> Outcome:
+    """Run the case's command between two snapshots.
 
     `created_lock` names a deploy lock the run may create: a deploy that passes every check
     creates its flow's lock before the build.
     """
-    before = take_snapshot(env, suffix)
-    result = run_command([sys.executable, "-m", *command], env, timeout=900)
-    after = take_snapshot(env, suffix)
-    if created_lock is not None:
-        after["prefect"]["limits"] = [limit for limit in after["prefect"]["limits"] if limit[0] != created_lock]
-    output = result.stdout + result.stderr
+    before = take_snapshot(case.env, suffix)
+    result = run_command([sys.executable, "-m", *case.command], case.env, timeout=900)
+    after = take_snapshot(case.env, suffix)
+    if case.created_lock is not None:
+        after["prefect"]["limits"] = [limit for limit in after["prefect"]["limits"] if limit[0] != case.created_lock]
+    return Outcome(result.returncode, result.stdout + result.stderr, before, after)
 
-    assert result.returncode == 1, output
+
+def assert_failed_unchanged(outcome: Outcome, expected: list[str]) -> None:
+    assert outcome.returncode == 1, outcome.output
     for text in expected:
-        assert text in output, output
-    assert after == before, f"changed: {describe_difference(before, after)}"
-    return output
+        assert text in outcome.output, outcome.output
+    assert outcome.after == outcome.before, f"changed: {describe_difference(outcome.before, outcome.after)}"
 
 
 SETTINGS_CASES: list[tuple[str, dict[str, str | None], list[str]]] = [
@@ -111,28 +132,6 @@ SETTINGS_CASES: list[tuple[str, dict[str, str | None], list[str]]] = [
         ["PREFECT_API_KEY is set but META_FLOWS_PREFECT_API_KEY_SECRET_ARN is not"],
     ),
 ]
-
-
-@pytest.mark.parametrize(("case", "changes", "expected"), SETTINGS_CASES, ids=[c[0] for c in SETTINGS_CASES])
-def test_bootstrap_bad_setting_changes_nothing(
-    session: tuple[dict[str, str], str], case: str, changes: dict[str, str | None], expected: list[str]
-) -> None:
-    env, suffix = session
-    spoiled = {k: v for k, v in env.items() if k not in changes}
-    spoiled.update({k: v for k, v in changes.items() if v is not None})
-
-    assert_fails_unchanged(spoiled, suffix, ["meta_flows.bootstrap"], expected)
-
-
-def test_bootstrap_subnet_outside_vpc_changes_nothing(session: tuple[dict[str, str], str], foreign_subnet: str) -> None:
-    env, suffix = session
-
-    assert_fails_unchanged(
-        {**env, "META_FLOWS_SUBNETS": f'["{foreign_subnet}"]'},
-        suffix,
-        ["meta_flows.bootstrap"],
-        [f"subnets ['{foreign_subnet}'] are not in VPC"],
-    )
 
 
 def entry(name: str, folder: str, function: str = "main", **extra: Any) -> dict[str, Any]:
@@ -200,60 +199,102 @@ DEPLOY_CASES: list[tuple[str, dict[str, dict[str, str]], list[dict[str, Any]], s
 ]
 
 
+def spoiled_settings(env: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    spoiled = {k: v for k, v in env.items() if k not in changes}
+    spoiled.update({k: v for k, v in changes.items() if v is not None})
+    return spoiled
+
+
+def default_vpc_of(env: dict[str, str]) -> str:
+    ec2 = boto3.client("ec2", region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"])
+    return str(ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"])
+
+
+def missing_package(suffix: str) -> str:
+    return f"meta-flows-no-such-package-{suffix}"
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    session: tuple[dict[str, str], str], foreign_subnet: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Outcome]:
+    """Run every case, three at a time, and return each outcome by case id."""
+    env, suffix = session
+    cases: dict[str, Case] = {
+        case_id: Case(spoiled_settings(env, changes), ["meta_flows.bootstrap"])
+        for case_id, changes, _ in SETTINGS_CASES
+    }
+    cases["subnet-outside-vpc"] = Case({**env, "META_FLOWS_SUBNETS": f'["{foreign_subnet}"]'}, ["meta_flows.bootstrap"])
+
+    def project_case(case_id: str, flows: dict[str, dict[str, str]], entries: list[dict[str, Any]], flow: str) -> Case:
+        root = copy_project(tmp_path_factory.mktemp(case_id) / "project", flows, entries)
+        return Case({**env, "META_FLOWS_PROJECT_ROOT": str(root)}, ["meta_flows.deploy", flow])
+
+    for case_id, flows, entries, flow, _ in DEPLOY_CASES:
+        cases[case_id] = project_case(case_id, flows, entries, flow)
+    network = {"vpc_id": default_vpc_of(env), "network_configuration": {"subnets": [foreign_subnet]}}
+    cases["deploy-subnet-outside-vpc"] = project_case(
+        "farnet",
+        {"farnet": flow_files("farnet")},
+        [entry("farnet", "farnet", work_pool={"job_variables": network})],
+        "farnet",
+    )
+    package = missing_package(suffix)
+    cases["missing-package"] = project_case(
+        "badreqs",
+        {"badreqs": flow_files("badreqs", requirements=f"{package}==1.0\n")},
+        [entry("badreqs", "badreqs")],
+        "badreqs",
+    )
+    cases["missing-package"].created_lock = f"deploy-flow-rel-{suffix}--badreqs"
+
+    with ThreadPoolExecutor(PARALLEL_CASES) as pool:
+        results = pool.map(lambda case: run_case(case, suffix), cases.values())
+        return dict(zip(cases, results, strict=True))
+
+
+@pytest.mark.parametrize(("case", "changes", "expected"), SETTINGS_CASES, ids=[c[0] for c in SETTINGS_CASES])
+def test_bootstrap_bad_setting_changes_nothing(
+    outcomes: dict[str, Outcome], case: str, changes: dict[str, str | None], expected: list[str]
+) -> None:
+    assert_failed_unchanged(outcomes[case], expected)
+
+
+def test_bootstrap_subnet_outside_vpc_changes_nothing(outcomes: dict[str, Outcome], foreign_subnet: str) -> None:
+    assert_failed_unchanged(outcomes["subnet-outside-vpc"], [f"subnets ['{foreign_subnet}'] are not in VPC"])
+
+
 @pytest.mark.parametrize(
     ("case", "flows", "entries", "flow", "expected"), DEPLOY_CASES, ids=[c[0] for c in DEPLOY_CASES]
 )
 def test_deploy_bad_flow_changes_nothing(
-    session: tuple[dict[str, str], str],
-    tmp_path: Path,
+    outcomes: dict[str, Outcome],
     case: str,
     flows: dict[str, dict[str, str]],
     entries: list[dict[str, Any]],
     flow: str,
     expected: list[str],
 ) -> None:
-    env, suffix = session
-    root = copy_project(tmp_path / "project", flows, entries)
-
-    assert_fails_unchanged({**env, "META_FLOWS_PROJECT_ROOT": str(root)}, suffix, ["meta_flows.deploy", flow], expected)
+    assert_failed_unchanged(outcomes[case], expected)
 
 
 def test_deploy_subnet_outside_vpc_changes_nothing(
-    session: tuple[dict[str, str], str], foreign_subnet: str, tmp_path: Path
+    outcomes: dict[str, Outcome], session: tuple[dict[str, str], str], foreign_subnet: str
 ) -> None:
-    env, suffix = session
-    ec2 = boto3.client("ec2", region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"])
-    default_vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-    variables = {"vpc_id": default_vpc, "network_configuration": {"subnets": [foreign_subnet]}}
-    root = copy_project(
-        tmp_path / "project",
-        {"farnet": flow_files("farnet")},
-        [entry("farnet", "farnet", work_pool={"job_variables": variables})],
-    )
+    default_vpc = default_vpc_of(session[0])
 
-    assert_fails_unchanged(
-        {**env, "META_FLOWS_PROJECT_ROOT": str(root)},
-        suffix,
-        ["meta_flows.deploy", "farnet"],
-        [f"subnets ['{foreign_subnet}'] are not in VPC {default_vpc}"],
+    assert_failed_unchanged(
+        outcomes["deploy-subnet-outside-vpc"], [f"subnets ['{foreign_subnet}'] are not in VPC {default_vpc}"]
     )
 
 
-def test_deploy_missing_package_fails_build_pushes_nothing(session: tuple[dict[str, str], str], tmp_path: Path) -> None:
-    env, suffix = session
-    package = f"meta-flows-no-such-package-{suffix}"
-    root = copy_project(
-        tmp_path / "project",
-        {"badreqs": flow_files("badreqs", requirements=f"{package}==1.0\n")},
-        [entry("badreqs", "badreqs")],
-    )
+def test_deploy_missing_package_fails_build_pushes_nothing(
+    outcomes: dict[str, Outcome], session: tuple[dict[str, str], str]
+) -> None:
+    package = missing_package(session[1])
+    outcome = outcomes["missing-package"]
 
-    output = assert_fails_unchanged(
-        {**env, "META_FLOWS_PROJECT_ROOT": str(root)},
-        suffix,
-        ["meta_flows.deploy", "badreqs"],
-        ["image build failed", "last build output:", f"No matching distribution found for {package}==1.0"],
-        created_lock=f"deploy-flow-rel-{suffix}--badreqs",
+    assert_failed_unchanged(
+        outcome, ["image build failed", "last build output:", f"No matching distribution found for {package}==1.0"]
     )
-
-    assert "Pushed" not in output
+    assert "Pushed" not in outcome.output
