@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import requests
 import yaml
 
 from tests.e2e.conftest import PROJECT_ROOT, run_command
@@ -72,3 +75,17 @@ def {function}(greeting: str = "hi") -> str:
 
 def flow_files(name: str, function: str = "main", requirements: str = "") -> dict[str, str]:
     return {"flow.py": FLOW_SOURCE.format(name=name, function=function), "requirements.txt": requirements}
+
+
+SERVER_BUSY_SECONDS = 60
+
+
+def api_post(env: dict[str, str], path: str, body: dict[str, Any]) -> Any:
+    """POST to the Prefect API, repeating while the shared server answers 503 (busy), up to a deadline."""
+    deadline = time.monotonic() + SERVER_BUSY_SECONDS
+    while True:
+        reply = requests.post(f"{env['PREFECT_API_URL']}{path}", json=body, timeout=30)
+        if reply.status_code != 503 or time.monotonic() > deadline:
+            reply.raise_for_status()
+            return reply.json()
+        time.sleep(1)

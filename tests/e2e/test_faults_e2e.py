@@ -24,7 +24,7 @@ import requests
 
 from tests.e2e.conftest import PROJECT_ROOT, run_command
 from tests.e2e.helpers import wait_for_final_state
-from tests.e2e.reliability_support import bootstrap, copy_project, deploy, flow_files, session_env
+from tests.e2e.reliability_support import api_post, bootstrap, copy_project, deploy, flow_files, session_env
 from tests.support.fault_proxy import FaultProxy, Request, aws_json_error, aws_query_error, cut_body, hold
 from tests.support.snapshot import describe_difference, take_snapshot
 
@@ -183,20 +183,25 @@ def is_blob_upload(request: Request) -> bool:
     return request.method in ("PATCH", "PUT") and "/blobs/uploads/" in request.path
 
 
-def test_push_cut_halfway_rerun_reuses_layers(session: dict[str, Any]) -> None:
+def test_push_cut_halfway_rerun_reuses_layers(session: dict[str, Any], tmp_path: Path) -> None:
     env = session["env"]
+    root = copy_project(
+        tmp_path / "project",
+        {"pushcut": flow_files("pushcut")},
+        [{"name": "pushcut", "entrypoint": "flows/pushcut/flow.py:main"}],
+    )
     with FaultProxy(REGISTRY_PROXY_PORT, env["REGISTRY_UPSTREAM"]) as proxy:
-        through_proxy = {**env, "META_FLOWS_REGISTRY_HOST": proxy.address}
+        through_proxy = {**env, "META_FLOWS_REGISTRY_HOST": proxy.address, "META_FLOWS_PROJECT_ROOT": str(root)}
         # The engine retries a cut layer upload itself; the manifest upload it does not retry.
         proxy.add_rule(is_blob_upload, cut_body())
         proxy.add_rule(is_manifest_put, cut_body(), times=None)
 
-        first_code, first = deploy(through_proxy, "hello", DEPLOY_TIMEOUT)
+        first_code, first = deploy(through_proxy, "pushcut", DEPLOY_TIMEOUT)
         proxy.clear_rules()
-        second_code, second = deploy(through_proxy, "hello", DEPLOY_TIMEOUT)
+        second_code, second = deploy(through_proxy, "pushcut", DEPLOY_TIMEOUT)
 
     assert first_code == 1, first
-    assert re.search(r"error: push of 127\.0\.0\.1:5042/\S+/hello:[0-9a-f]{16} failed", first), first
+    assert re.search(r"error: push of 127\.0\.0\.1:5042/\S+/pushcut:[0-9a-f]{16} failed", first), first
     assert "deployment:" not in first
     assert second_code == 0, second
     assert "outcome:    built and pushed" in second
@@ -244,11 +249,7 @@ def test_concurrent_deploys_of_one_flow_serialised(session: dict[str, Any], tmp_
     )
     try:
         runs = [
-            requests.post(
-                f"{api}/deployments/{deployment_id}/create_flow_run",
-                json={"parameters": {"flow": "lockdemo"}},
-                timeout=10,
-            ).json()["id"]
+            api_post(env, f"/deployments/{deployment_id}/create_flow_run", {"parameters": {"flow": "lockdemo"}})["id"]
             for _ in range(2)
         ]
         finals = [wait_for_final_state(env, run, DEPLOY_TIMEOUT) for run in runs]
@@ -284,11 +285,11 @@ def create_deploy_flow_deployment(env: dict[str, str], suffix: str) -> str:
     bootstrap's deploy-flow/default has one name on the whole server, so sessions sharing the
     server would redirect each other's runs; this one has a name of its own.
     """
-    api = env["PREFECT_API_URL"]
-    flow_id = requests.post(f"{api}/flows/", json={"name": "deploy-flow"}, timeout=10).json()["id"]
-    reply = requests.post(
-        f"{api}/deployments/",
-        json={
+    flow_id = api_post(env, "/flows/", {"name": "deploy-flow"})["id"]
+    deployment = api_post(
+        env,
+        "/deployments/",
+        {
             "name": f"lock-{suffix}",
             "flow_id": flow_id,
             "entrypoint": "meta_flows/deploy.py:deploy_flow",
@@ -296,10 +297,8 @@ def create_deploy_flow_deployment(env: dict[str, str], suffix: str) -> str:
             "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}],
             "enforce_parameter_schema": False,
         },
-        timeout=10,
     )
-    reply.raise_for_status()
-    return str(reply.json()["id"])
+    return str(deployment["id"])
 
 
 def test_ecr_repository_has_no_duplicates(session: dict[str, Any]) -> None:

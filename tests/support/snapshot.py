@@ -19,6 +19,10 @@ import requests
 
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 PAGE = 200
+# The meta-flows' own deployments (deploy-flow/default and the others) have one name on the
+# whole server, so every session's bootstrap moves them to its own deployer pool. They are left
+# out; a session's flow deployments, whose names are its own, stay in.
+SHARED_DEPLOYMENT_NAMES = {"default"}
 VOLATILE_KEYS = {"updated", "last_polled", "status", "last_heartbeat_time", "active_slots", "slot_decay_per_second"}
 
 
@@ -74,11 +78,12 @@ def registry_snapshot(env: dict[str, str], suffix: str) -> dict[str, Any]:
 def prefect_snapshot(env: dict[str, str], suffix: str) -> dict[str, Any]:
     api = env["UPSTREAM_PREFECT_API_URL"]
 
-    def post(path: str) -> list[Any]:
+    def post(path: str, body: dict[str, Any] | None = None) -> list[Any]:
         """Read every page of a filter endpoint; the server returns at most PAGE items per request."""
         items: list[Any] = []
         while True:
-            reply = requests.post(f"{api}{path}", json={"limit": PAGE, "offset": len(items)}, timeout=30)
+            query = {**(body or {}), "limit": PAGE, "offset": len(items)}
+            reply = requests.post(f"{api}{path}", json=query, timeout=30)
             reply.raise_for_status()
             page = reply.json()
             items += page
@@ -87,11 +92,13 @@ def prefect_snapshot(env: dict[str, str], suffix: str) -> dict[str, Any]:
 
     blocks = post("/block_documents/filter")
     queues = post("/work_queues/filter")
+    pools = {p["name"]: p for p in post("/work_pools/filter") if suffix in p["name"]}
+    deployments = post("/deployments/filter", {"work_pools": {"name": {"any_": sorted(pools)}}}) if pools else []
     return {
         "blocks": sorted((b["name"], b["id"], str(b["data"])) for b in blocks if suffix in str(b["name"])),
-        "pools": {p["name"]: p for p in post("/work_pools/filter") if suffix in p["name"]},
+        "pools": pools,
         "queues": sorted((q["work_pool_name"], q["name"], q["id"]) for q in queues if suffix in q["work_pool_name"]),
-        "deployments": {d["id"]: d for d in post("/deployments/filter") if suffix in str(d["work_pool_name"])},
+        "deployments": {d["id"]: d for d in deployments if d["name"] not in SHARED_DEPLOYMENT_NAMES},
         "limits": sorted(
             (c["name"], c["limit"], c["active"]) for c in post("/v2/concurrency_limits/filter") if suffix in c["name"]
         ),
