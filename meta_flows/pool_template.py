@@ -24,7 +24,11 @@ def default_ecs_template() -> dict[str, Any]:
 
 
 def network_configuration(settings: EcsTaskSettings) -> dict[str, Any] | None:
-    """Return the awsvpc configuration, or None to let the worker use the default VPC's subnets."""
+    """Return the awsvpc configuration, or None to let the worker use the default VPC's subnets.
+
+    NOTE: prefect-aws 0.7.12 reads network_configuration as the awsvpcConfiguration itself and
+    requires vpc_id beside it, so this wrapped shape is not yet what the worker expects.
+    """
     if not settings.subnets:
         return None
     config: dict[str, Any] = {
