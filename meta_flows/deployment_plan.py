@@ -42,7 +42,7 @@ COMPARED_FIELDS = [
 
 
 class DeploymentPlan(BaseModel):
-    """What an apply of `desired` would change on the server."""
+    """Changes that an apply of `desired` would make on the server."""
 
     desired: DesiredDeployment
     existing_id: UUID | None

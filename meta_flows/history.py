@@ -67,6 +67,8 @@ def load_history(full_name: str) -> list[HistoryEntry]:
 
 def save_history(client: Any, full_name: str, entries: list[HistoryEntry]) -> None:
     """Store `entries` (the last HISTORY_LIMIT of them) as the history of `full_name`."""
+    # NOTE: an entry that leaves the history keeps its image's keep- tag, so the lifecycle
+    # rule keeps that image too until someone deletes the tag.
     ensure_block_type(client, DeploymentHistory)
     kept = entries[-HISTORY_LIMIT:]
     block = DeploymentHistory(deployment=full_name, entries=[e.model_dump(mode="json") for e in kept])
@@ -74,7 +76,7 @@ def save_history(client: Any, full_name: str, entries: list[HistoryEntry]) -> No
 
 
 def same_version(entry: HistoryEntry, desired: DesiredDeployment) -> bool:
-    """Return True when `entry` holds exactly `desired`."""
+    """Return True when `entry` contains exactly `desired`."""
     return canonical(entry.desired.model_dump(mode="json")) == canonical(desired.model_dump(mode="json"))
 
 

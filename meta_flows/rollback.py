@@ -30,7 +30,7 @@ from meta_flows.settings import load_settings
 
 
 def check_image_present(image: str, region: str) -> None:
-    """Raise RollbackError unless the registry still holds `image`."""
+    """Raise RollbackError unless the registry still contains `image`."""
     host, repository, reference = split_image(image)
     login = ecr.get_registry_login(region)
     if find_manifest_digest(host, repository, reference, login) is None:

@@ -3,13 +3,14 @@
 The ECS worker of prefect-aws 0.7 does not watch the tasks it starts: crash detection needs
 its SQS observer, which may be missing. So the smoke run watches both the flow run and the ECS
 task. The worker stores the task as the flow run's `infrastructure_pid` (`<cluster>::<task
-ARN>`), and ecs:DescribeTasks says when and why the task stopped. A task that stopped while the
+ARN>`), and ecs:DescribeTasks reports when and why the task stopped. A task that stopped while the
 flow run never reached a final state failed outside the flow (image pull, secrets, memory).
 The flow run is then marked Crashed with the explanation, which the UI shows.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from uuid import UUID
@@ -27,18 +28,23 @@ from meta_flows.aws.task_failures import (
     describe_task,
     explain_stopped_task,
     is_stopped,
+    memory_guidance,
     parse_infrastructure_pid,
+    task_memory,
 )
 from meta_flows.errors import MetaFlowsError
 from meta_flows.prefect_api import check_prefect_api
 from meta_flows.settings import load_settings
 
 POLL_SECONDS = 2.0
+# Prefect 3.9's runner ends a flow run whose process died from a signal with the state message
+# "Process exited with status code: -9 ..." (negative signal number), so -9 means SIGKILL.
+SIGKILL_MESSAGE = re.compile(r"status code: (-9|137)\b")
 DEFAULT_TIMEOUT_SECONDS = 600.0
 
 
 class SmokeRunError(MetaFlowsError):
-    """The smoke run failed, crashed or timed out; the message says why and what to do."""
+    """The smoke run failed, crashed or timed out; the message gives the cause and the fix."""
 
 
 class SmokeResult(BaseModel):
@@ -90,6 +96,17 @@ def wait_for_flow_run(
         time.sleep(POLL_SECONDS)
 
 
+def explain_final_state(state_message: str, task: dict[str, Any] | None) -> str:
+    """Explain a failed or crashed flow run from its ECS task, or from a SIGKILL in its state message."""
+    failure = explain_stopped_task(task) if task is not None else None
+    if failure is not None:
+        return f"{state_message} {failure.message}".strip()
+    if SIGKILL_MESSAGE.search(state_message):
+        memory = task_memory(task) if task is not None else "its"
+        return f"{state_message} The flow's process was killed (SIGKILL), most likely because {memory_guidance(memory)}"
+    return f"{state_message or 'no message'}. Read the flow run's logs for the error."
+
+
 def failure_without_final_state(task: dict[str, Any]) -> TaskFailure:
     """Explain a task that stopped although the flow run never finished."""
     failure = explain_stopped_task(task)
@@ -127,6 +144,9 @@ def smoke_run(
         url = flow_run_url(created.id)
         logger.info("Smoke run %s of %s started: %s", created.name, full_name, url)
         flow_run, task = wait_for_flow_run(client, settings.aws_region, created.id, timeout_seconds)
+        if task is None and flow_run.state is not None and flow_run.state.is_final():
+            # A failed run may still have an ECS explanation (the observer can mark it Crashed first).
+            task = stopped_task(settings.aws_region, flow_run) if not flow_run.state.is_completed() else None
         result, failure = judge(client, flow_run, task, url, time.monotonic() - started, timeout_seconds)
         result.deployment = full_name
 
@@ -154,8 +174,10 @@ def judge(
     if state is not None and state.is_completed():
         return result, None
     if state is not None and state.is_final():
-        message = f"smoke run ended {state_name}: {state.message or 'no message'}; see its logs at {url}"
-        return result.model_copy(update={"failure": message}), message
+        message = f"smoke run ended {state_name}: {explain_final_state(state.message or '', task)}; see {url}"
+        update = {"failure": message, "task_arn": task.get("taskArn") if task else None}
+        update["stopped_reason"] = task.get("stoppedReason") if task else None
+        return result.model_copy(update=update), message
     if task is not None:
         failure = failure_without_final_state(task)
         client.set_flow_run_state(flow_run.id, Crashed(message=failure.message), force=True)

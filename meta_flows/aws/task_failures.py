@@ -2,8 +2,9 @@
 
 ECS reports why a task stopped in `stopCode`, `stoppedReason` and each container's `exitCode`
 and `reason`. A stopped reason starts with an error name (`CannotPullContainerError: ...`,
-`ResourceInitializationError: ...`), as the "Amazon ECS stopped task error messages" page of
-the ECS developer guide lists them. The error name is matched, then its documented detail.
+`ResourceInitializationError: ...`), as the ECS developer guide's pages on stopped task errors
+("Viewing Amazon ECS stopped task errors" and the troubleshooting page of each error) show
+them. The error name is matched first, then its documented detail.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ REASON_EXIT_CODE_PATTERN = re.compile(r"exit code (\d+)")
 
 @dataclass(frozen=True)
 class TaskFailure:
-    """Why a task stopped, in ECS's words, and what the user should do about it."""
+    """The cause of a stopped task, in ECS's words, and the fix a user can apply."""
 
     kind: str
     task_arn: str
@@ -62,6 +63,14 @@ def task_memory(task: dict[str, Any]) -> str:
     """Return the task's memory as ECS reports it, e.g. '2048 MiB', or 'its'."""
     memory = task.get("memory")
     return f"{memory} MiB" if memory else "its"
+
+
+def memory_guidance(memory: str) -> str:
+    """Return what to do when a flow used more memory than `memory` allows."""
+    return (
+        f"it used more memory than {memory} allows. Raise `memory` (and `container_memory`, if "
+        "set) in the deployment's job variables in prefect.yaml, or META_FLOWS_MEMORY for every flow."
+    )
 
 
 def explain_pull_failure(task: dict[str, Any], detail: str) -> tuple[str, str]:
@@ -141,11 +150,9 @@ def _classify(
             "image's entrypoint and the command in the job variables."
         )
     if exit_code == OUT_OF_MEMORY_EXIT_CODE:
-        why = container_reason or reason
+        cause = container_reason or reason
         return "out-of-memory", (
-            f"The flow's container was killed with exit code 137 ({why}): it used more memory "
-            f"than {task_memory(task)} allows. Raise `memory` (and `container_memory`, if set) in "
-            "the deployment's job variables in prefect.yaml, or META_FLOWS_MEMORY for every flow."
+            f"The flow's container was killed with exit code 137 ({cause}): {memory_guidance(task_memory(task))}"
         )
     if task.get("stopCode") == "TaskFailedToStart" or error_name is not None:
         return "failed-to-start", (
@@ -161,7 +168,7 @@ def _classify(
 
 
 def describe_task(region: str, cluster: str, task_arn: str) -> dict[str, Any] | None:
-    """Return the task's description from ecs:DescribeTasks, or None when ECS no longer knows it."""
+    """Return the task's description from ecs:DescribeTasks, or None when ECS no longer returns it."""
     try:
         reply = aws_client("ecs", region).describe_tasks(cluster=cluster, tasks=[task_arn])
     except (ClientError, BotoCoreError) as exc:

@@ -1,7 +1,7 @@
 """The mapping of stopped ECS tasks to guidance, on task descriptions shaped as DescribeTasks returns them.
 
-The stopped reasons are those the "Amazon ECS stopped task error messages" page of the ECS
-developer guide lists; the last cases are shaped as the local stack's emulator returns them.
+The stopped reasons follow the ECS developer guide's pages on stopped task errors. The last
+cases are shaped as the local stack's emulator returns them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from meta_flows.aws.task_failures import explain_stopped_task, parse_infrastructure_pid, split_error_name
+from meta_flows.smoke import explain_final_state
 
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect-flows/0f9c2b7e5d8a4c1e9b3a6d2f7e1c4b8a"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/prefect-flows/hello:3f9a1c2b4d5e6f70"
@@ -125,11 +126,11 @@ def test_nonzero_exit_points_at_logs() -> None:
         {"taskArn": TASK_ARN, "lastStatus": "RUNNING", "containers": []},
     ],
 )
-def test_clean_exit_or_running_task_is_no_failure(task: dict[str, Any]) -> None:
+def test_clean_or_running_task_passes(task: dict[str, Any]) -> None:
     assert explain_stopped_task(task) is None
 
 
-def test_emulator_exit_code_in_reason_maps_out_of_memory() -> None:
+def test_emulator_reason_exit_code_oom() -> None:
     # moto reports exitCode 0 for every container; the dev runner puts the real code in the reason.
     task = stopped_task(
         "EssentialContainerExited", "Essential container in task exited (container 'prefect' exit code 137)", exitCode=0
@@ -167,3 +168,25 @@ def test_emulator_last_status_alone_is_not_stopped() -> None:
     task = {"taskArn": TASK_ARN, "lastStatus": "STOPPED", "desiredStatus": "RUNNING", "stoppedReason": ""}
 
     assert explain_stopped_task(task) is None
+
+
+def test_sigkill_state_message_gets_memory_guidance() -> None:
+    message = "Process exited with status code: -9. Process exited due to a SIGKILL signal."
+
+    explanation = explain_final_state(message, None)
+
+    assert explanation.startswith(message)
+    assert "most likely because it used more memory" in explanation
+    assert "Raise `memory`" in explanation
+
+
+def test_final_state_prefers_task_explanation() -> None:
+    task = stopped_task("EssentialContainerExited", "Essential container in task exited", exitCode=137)
+
+    explanation = explain_final_state("Flow run crashed.", task)
+
+    assert "killed with exit code 137" in explanation
+
+
+def test_other_final_state_points_at_logs() -> None:
+    assert "Read the flow run's logs" in explain_final_state("ValueError: bad input", None)
