@@ -35,6 +35,7 @@ class ImageResult(BaseModel):
     layers_reused: int = 0
     seconds: float = 0.0
     platform: str = ""
+    base_image: str = ""
     size_bytes: int | None = None
     build_seconds: float = 0.0
     push_seconds: float = 0.0
@@ -141,6 +142,7 @@ def build_and_push_image(flow: str) -> ImageResult:
             push_seconds=round(time.monotonic() - push_started, 2),
         )
     result.size_bytes = compressed_size(uri, ecr.get_registry_login(settings.aws_region))
+    result.base_image = base.pinned_ref
     create_markdown_artifact(
         key=f"image-{flow_name.replace('_', '-')}",
         markdown=render_image_markdown(result, base.pinned_ref, settings.platform),

@@ -81,7 +81,7 @@ def deploy_flow(
 
 def render_deploy_markdown(result: DeployResult) -> str:
     """Render the summary artifact of a deploy-flow run: the image, then the deployment and its changes."""
-    image = render_image_markdown(result.image, "-", result.image.platform).split("\n", 1)[1]
+    image = render_image_markdown(result.image, result.image.base_image, result.image.platform).split("\n", 1)[1]
     deployment = render_deployment_markdown(result.deployment, result.image.uri).split("\n", 1)[1]
     return "\n".join(
         [

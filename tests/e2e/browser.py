@@ -130,6 +130,14 @@ class Browser:
             time.sleep(0.25)
         raise BrowserError(f"no button, tab or link {label!r} appeared within {timeout} s")
 
+    def scroll_to_text(self, text: str) -> None:
+        """Scroll the first heading that starts with `text` to the top of the window."""
+        script = (
+            "[...document.querySelectorAll('h1, h2, h3')]"
+            f".find(element => element.innerText.trim().startsWith({json.dumps(text)}))?.scrollIntoView()"
+        )
+        self.command("Runtime.evaluate", expression=script)
+
     def screenshot(self, path: Path) -> None:
         """Save the page as a PNG at `path`."""
         data = self.command("Page.captureScreenshot", format="png")["data"]

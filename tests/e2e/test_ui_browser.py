@@ -46,6 +46,7 @@ def test_ui_shows_deploy_run_and_diff(project: Project, tmp_path: Path) -> None:
         browser.wait_for_text("deploy-hello")
         browser.open(f"{UI_URL}/artifacts/artifact/{artifact['id']}")
         text = browser.wait_for_text("Changes against the previous version", "parameters.name", project.hello)
+        browser.scroll_to_text("Deployment")
         screenshot = Path(os.environ.get("META_FLOWS_SCREENSHOT_DIR") or tmp_path) / "deploy-artifact.png"
         browser.screenshot(screenshot)
 
