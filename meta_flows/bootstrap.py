@@ -17,7 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 
 from meta_flows.aws import ecr, ecs, iam, sts
-from meta_flows.deployments import DesiredDeployment, apply_deployment, build_desired
+from meta_flows.deployment_plan import apply_deployment
+from meta_flows.deployments import DesiredDeployment, build_desired
 from meta_flows.errors import MetaFlowsError
 from meta_flows.pools import ensure_blocks, ensure_deployer_pool, ensure_ecs_pool, ensure_work_queue
 from meta_flows.prefect_api import check_prefect_api

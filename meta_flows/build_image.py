@@ -17,6 +17,8 @@ from meta_flows.aws import ecr, sts
 from meta_flows.aws.login_cache import RegistryLoginCache
 from meta_flows.images import engine, registry
 from meta_flows.images.context import assemble_context
+from meta_flows.images.manifests import compressed_size
+from meta_flows.images.progress import PushProgress, format_bytes
 from meta_flows.project import find_flow_spec, validate_flow_folder
 from meta_flows.settings import Settings, load_settings
 
@@ -34,6 +36,11 @@ class ImageResult(BaseModel):
     layers_pushed: int = 0
     layers_reused: int = 0
     seconds: float = 0.0
+    platform: str = ""
+    base_image: str = ""
+    size_bytes: int | None = None
+    build_seconds: float = 0.0
+    push_seconds: float = 0.0
 
 
 def registry_host_for(settings: Settings, account: str) -> str:
@@ -65,7 +72,8 @@ def build_image_task(context_tar: bytes, image_ref: str, build_args: dict[str, s
 def push_image_task(logins: RegistryLoginCache, repository_ref: str, tag: str) -> engine.PushResult:
     logger = get_run_logger()
     client = engine.connect_engine()
-    return engine.push_image(client, repository_ref, tag, logins.get(), logger.debug)
+    progress = PushProgress(logger.info)
+    return engine.push_image(client, repository_ref, tag, logins.get(), logger.debug, progress.update)
 
 
 @flow(name="build-and-push-image", log_prints=False)
@@ -106,12 +114,16 @@ def build_and_push_image(flow: str) -> ImageResult:
             built=False,
             pushed=False,
             seconds=round(time.monotonic() - started, 2),
+            platform=settings.platform,
         )
     else:
+        build_started = time.monotonic()
         build_image_task(context.to_tar(), uri, context.build_args, flow_name)
-        logger.info("Built %s", uri)
+        build_seconds = round(time.monotonic() - build_started, 2)
+        logger.info("Built %s in %.1f s", uri, build_seconds)
         # After the build, so a flow that fails to build leaves no repository behind.
         ensure_repository_task(region, repository)
+        push_started = time.monotonic()
         pushed = push_image_task(logins, f"{host}/{repository}", tag)
         logger.info(
             "Pushed %s@%s (%d layers new, %d reused)", uri, pushed.digest, pushed.layers_pushed, pushed.layers_reused
@@ -127,7 +139,12 @@ def build_and_push_image(flow: str) -> ImageResult:
             layers_pushed=pushed.layers_pushed,
             layers_reused=pushed.layers_reused,
             seconds=round(time.monotonic() - started, 2),
+            platform=settings.platform,
+            build_seconds=build_seconds,
+            push_seconds=round(time.monotonic() - push_started, 2),
         )
+    result.size_bytes = compressed_size(uri, ecr.get_registry_login(settings.aws_region))
+    result.base_image = base.pinned_ref
     create_markdown_artifact(
         key=f"image-{flow_name.replace('_', '-')}",
         markdown=render_image_markdown(result, base.pinned_ref, settings.platform),
@@ -139,6 +156,7 @@ def build_and_push_image(flow: str) -> ImageResult:
 def render_image_markdown(result: ImageResult, base: str, platform: str) -> str:
     """Render the image artifact of a build-and-push-image run."""
     outcome = "built and pushed" if result.pushed else "already in the registry: not built, not pushed"
+    size = format_bytes(result.size_bytes) + " compressed" if result.size_bytes is not None else "-"
     return "\n".join(
         [
             f"# Image of `{result.flow}`",
@@ -150,7 +168,10 @@ def render_image_markdown(result: ImageResult, base: str, platform: str) -> str:
             f"| outcome | {outcome} |",
             f"| base image | `{base}` |",
             f"| platform | {platform} |",
+            f"| size | {size} |",
             f"| layers pushed / reused | {result.layers_pushed} / {result.layers_reused} |",
-            f"| seconds | {result.seconds} |",
+            f"| build seconds | {result.build_seconds} |",
+            f"| push seconds | {result.push_seconds} |",
+            f"| total seconds | {result.seconds} |",
         ]
     )

@@ -1,4 +1,4 @@
-"""The Prefect deployment as desired, built from prefect.yaml, and its idempotent apply.
+"""The Prefect deployment as desired, built from prefect.yaml; deployment_plan.py applies it.
 
 A deployment is written only when what is desired differs from what the server holds, so a
 second, identical register creates and updates nothing.
@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
-from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect.utilities.callables import parameter_schema_from_entrypoint
 from pydantic import BaseModel, ValidationError
 
+from meta_flows.diff import FieldChange
 from meta_flows.errors import FlowSpecError
 from meta_flows.project import DeploymentSpec, FlowSource, read_flow_source
 from meta_flows.report import Action
+from meta_flows.schedules import default_slug
 
 
 class DesiredDeployment(BaseModel):
@@ -40,7 +39,8 @@ class DesiredDeployment(BaseModel):
     job_variables: dict[str, Any] = {}
     tags: list[str] = []
     pull_steps: list[dict[str, Any]] = []
-    schedules: list[dict[str, Any]] = []
+    # None: prefect.yaml has no `schedules` key, so the server's schedules stay as they are.
+    schedules: list[dict[str, Any]] | None = None
 
     @property
     def full_name(self) -> str:
@@ -48,13 +48,18 @@ class DesiredDeployment(BaseModel):
 
 
 class AppliedDeployment(BaseModel):
-    """The outcome of an apply: the deployment's id, its UI link, and what changed."""
+    """The outcome of an apply: the deployment's id, its UI link, and what changed.
 
-    id: UUID
+    In a dry run `action` says what the apply would do, and nothing was written.
+    """
+
+    id: UUID | None
     full_name: str
     url: str
     action: Action
     changed_fields: list[str] = []
+    changes: list[FieldChange] = []
+    dry_run: bool = False
 
 
 def read_parameter_schema(project_root: Path, spec: DeploymentSpec) -> dict[str, Any]:
@@ -99,8 +104,22 @@ def build_desired(
         job_variables=job_variables,
         tags=sorted(spec.tags),
         pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": working_directory}}],
-        schedules=[normalise_schedule(spec.name, s) for s in spec.schedules or []],
+        schedules=normalise_schedules(spec.name, spec.schedules),
     )
+
+
+def normalise_schedules(deployment: str, configs: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Validate prefect.yaml's schedules and give each a unique slug; None stays None."""
+    if configs is None:
+        return None
+    schedules = [normalise_schedule(deployment, config) for config in configs]
+    for index, schedule in enumerate(schedules):
+        schedule["slug"] = schedule["slug"] or default_slug(index)
+    slugs = [s["slug"] for s in schedules]
+    duplicates = sorted({slug for slug in slugs if slugs.count(slug) > 1})
+    if duplicates:
+        raise FlowSpecError(f"schedules of {deployment!r} repeat the slug(s) {duplicates}; give each a unique slug")
+    return schedules
 
 
 def normalise_schedule(deployment: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +148,8 @@ def normalise_schedule(deployment: str, config: dict[str, Any]) -> dict[str, Any
         raise FlowSpecError(f"schedule of {deployment!r} is invalid: {exc}") from exc
     return {
         "schedule": json.loads(schedule.model_dump_json()),
-        "active": bool(config.get("active", True)),
+        # None: keep the server's state (a schedule paused in the UI stays paused).
+        "active": None if config.get("active") is None else bool(config["active"]),
         "parameters": dict(config.get("parameters") or {}),
         "slug": config.get("slug"),
     }
@@ -140,84 +160,3 @@ def deployment_url(deployment_id: UUID) -> str:
     settings = get_current_settings()
     base = settings.ui_url or str(settings.api.url or "").removesuffix("/api")
     return f"{base.rstrip('/')}/deployments/deployment/{deployment_id}"
-
-
-def _current_fields(existing: Any) -> dict[str, Any]:
-    return {
-        "entrypoint": existing.entrypoint,
-        "work_pool_name": existing.work_pool_name,
-        "work_queue_name": existing.work_queue_name,
-        "description": existing.description,
-        "version": existing.version,
-        "parameters": existing.parameters,
-        "parameter_openapi_schema": existing.parameter_openapi_schema,
-        "job_variables": existing.job_variables,
-        "tags": sorted(existing.tags),
-        "pull_steps": existing.pull_steps or [],
-        "schedules": [
-            {
-                "schedule": json.loads(s.schedule.model_dump_json()),
-                "active": s.active,
-                "parameters": s.parameters,
-                "slug": s.slug,
-            }
-            for s in existing.schedules
-        ],
-    }
-
-
-def diff_fields(desired: DesiredDeployment, existing: Any) -> list[str]:
-    """Return the names of the fields whose desired value differs from the server's."""
-    current = _current_fields(existing)
-    wanted = desired.model_dump(exclude={"flow_name", "name"})
-    return sorted(key for key, value in wanted.items() if _canonical(value) != _canonical(current[key]))
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def apply_deployment(client: SyncPrefectClient, desired: DesiredDeployment) -> AppliedDeployment:
-    """Create or update the deployment; write nothing when the server already matches."""
-    try:
-        existing = client.read_deployment_by_name(desired.full_name)
-    except ObjectNotFound:
-        existing = None
-
-    if existing is not None:
-        changed = diff_fields(desired, existing)
-        if not changed:
-            return AppliedDeployment(
-                id=existing.id, full_name=desired.full_name, url=deployment_url(existing.id), action="unchanged"
-            )
-    else:
-        changed = []
-
-    flow_id = client.create_flow_from_name(desired.flow_name)
-    schedules = [
-        DeploymentScheduleCreate(schedule=s["schedule"], active=s["active"], parameters=s["parameters"], slug=s["slug"])
-        for s in desired.schedules
-    ]
-    deployment_id = client.create_deployment(
-        flow_id=flow_id,
-        name=desired.name,
-        version=desired.version,
-        schedules=schedules,
-        parameters=desired.parameters,
-        description=desired.description,
-        work_queue_name=desired.work_queue_name,
-        work_pool_name=desired.work_pool_name,
-        tags=desired.tags,
-        entrypoint=desired.entrypoint,
-        parameter_openapi_schema=desired.parameter_openapi_schema,
-        pull_steps=desired.pull_steps,
-        enforce_parameter_schema=True,
-        job_variables=desired.job_variables,
-    )
-    return AppliedDeployment(
-        id=deployment_id,
-        full_name=desired.full_name,
-        url=deployment_url(deployment_id),
-        action="updated" if existing is not None else "created",
-        changed_fields=changed,
-    )

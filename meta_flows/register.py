@@ -2,6 +2,8 @@
 
 It comes from the flow's entry in prefect.yaml plus the image. The flow's parameter schema is
 read from its source, so the deployer needs none of the flow's own dependencies installed.
+It computes the differences against the server's copy first; `dry_run=True` stops there. Each
+applied version is kept in the deployment's history, for rollback-deployment.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run as prefect_runtime_flow_run
 
-from meta_flows.deployments import AppliedDeployment, apply_deployment, build_desired
+from meta_flows import history
+from meta_flows.aws import ecr
+from meta_flows.deployment_plan import apply_plan, plan_deployment
+from meta_flows.deployments import AppliedDeployment, build_desired
+from meta_flows.diff import render_changes_markdown
 from meta_flows.errors import FlowSpecError, SettingsError
 from meta_flows.images.dockerfile import flow_workdir
 from meta_flows.pool_template import validate_job_variables
@@ -33,12 +40,13 @@ def image_version(image: str) -> str:
 
 
 @flow(name="register-deployment")
-def register_deployment(flow: str, image: str) -> AppliedDeployment:
+def register_deployment(flow: str, image: str, dry_run: bool = False) -> AppliedDeployment:
     """Create or update the deployment of flows/<flow> on the ECS pool, running `image`.
 
     Args:
         flow: Folder of flows/ to register.
         image: Image address with tag or digest, as build-and-push-image returns it.
+        dry_run: Compute and show the differences only; write nothing.
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -70,9 +78,21 @@ def register_deployment(flow: str, image: str) -> AppliedDeployment:
             job_variables={**spec.job_variables, "image": image},
             version=image_version(image),
         )
-        applied = apply_deployment(client, desired)
+        plan = plan_deployment(client, desired)
+        if plan.changes:
+            logger.info("Changes against %s: %s", desired.full_name, ", ".join(c.path for c in plan.changes))
+        for change in plan.changes:
+            logger.debug("%s: %s -> %s", change.path, change.before, change.after)
+        applied = apply_plan(client, plan, dry_run=dry_run)
+        if not dry_run:
+            login = ecr.get_registry_login(settings.aws_region)
+            entry = history.record_version(client, desired, login, current_flow_run_id())
+            if entry is not None:
+                logger.info("Kept version %s in the history of %s", desired.version, desired.full_name)
 
-    if applied.action == "unchanged":
+    if dry_run:
+        logger.info("Dry run: deployment %s would be %s; nothing written", applied.full_name, applied.action)
+    elif applied.action == "unchanged":
         logger.info("Deployment %s unchanged: %s", applied.full_name, applied.url)
     else:
         changed = ", ".join(applied.changed_fields) or "new"
@@ -85,19 +105,30 @@ def register_deployment(flow: str, image: str) -> AppliedDeployment:
     return applied
 
 
-def render_deployment_markdown(applied: AppliedDeployment, image: str) -> str:
-    """Render the deployment artifact of a register-deployment run."""
+def current_flow_run_id() -> str | None:
+    """Return the id of the running flow run, for the history entry; None outside a run."""
+    flow_run_id = prefect_runtime_flow_run.get_id()
+    return str(flow_run_id) if flow_run_id else None
+
+
+def render_deployment_markdown(applied: AppliedDeployment, image: str, title: str = "Deployment") -> str:
+    """Render the deployment artifact: the outcome, then every changed value against the previous version."""
     changed = ", ".join(applied.changed_fields) or "-"
-    return "\n".join(
-        [
-            f"# Deployment `{applied.full_name}`",
-            "",
-            "| field | value |",
-            "|---|---|",
-            f"| action | {applied.action} |",
-            f"| changed fields | {changed} |",
-            f"| image | `{image}` |",
-            f"| id | `{applied.id}` |",
-            f"| link | [{applied.url}]({applied.url}) |",
-        ]
-    )
+    action = f"{applied.action} (dry run: nothing written)" if applied.dry_run else applied.action
+    link = f"[{applied.url}]({applied.url})" if applied.url else "- (not created yet)"
+    lines = [
+        f"# {title} `{applied.full_name}`",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| action | {action} |",
+        f"| changed fields | {changed} |",
+        f"| image | `{image}` |",
+        f"| id | `{applied.id or '-'}` |",
+        f"| link | {link} |",
+        "",
+        "## Changes against the previous version",
+        "",
+        render_changes_markdown(applied.changes),
+    ]
+    return "\n".join(lines)

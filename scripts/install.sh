@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project and its local stack need: the Debian packages of the stack
-# (Docker engine, registry, debootstrap, htpasswd) and the Python venv in .venv/.
+# (Docker engine, registry, debootstrap, htpasswd, Chromium for the UI test) and the Python
+# venv in .venv/.
 # Safe to run again: it installs only what is missing, and skips pip while the requirement
 # files are unchanged since the last successful install.
 set -euo pipefail
@@ -9,7 +10,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo_root/.venv"
 stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"
-packages=(docker.io docker-registry debootstrap apache2-utils)
+# chromium: the end-to-end test of the Prefect UI drives it headless.
+packages=(docker.io docker-registry debootstrap apache2-utils chromium)
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then

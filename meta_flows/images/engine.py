@@ -125,14 +125,20 @@ def push_image(
     tag: str,
     login: RegistryLogin,
     on_line: Callable[[str], None],
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> PushResult:
-    """Push `repository:tag`; the login goes to the engine in the X-Registry-Auth header only."""
+    """Push `repository:tag`; the login goes to the engine in the X-Registry-Auth header only.
+
+    `on_line` gets one line per layer pushed; `on_progress` gets every message of the stream.
+    """
     auth = {"username": login.username, "password": login.password.get_secret_value()}
     digest = None
     pushed: set[str] = set()
     reused: set[str] = set()
     try:
         for chunk in client.api.push(repository, tag=tag, auth_config=auth, stream=True, decode=True):
+            if on_progress is not None:
+                on_progress(chunk)
             status = str(chunk.get("status", ""))
             layer = str(chunk.get("id", ""))
             if status == "Pushed":
