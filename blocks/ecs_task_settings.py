@@ -35,6 +35,18 @@ class EcsTaskSettings(Block):
     prefect_api_key_secret_arn: str | None = Field(
         default=None, description="Secrets Manager ARN of the Prefect API key, handed to tasks as a secret."
     )
+    ephemeral_storage: int | None = Field(
+        default=None, ge=21, le=200, description="Fargate ephemeral storage in GiB; unset means Fargate's 20 GiB."
+    )
+    container_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variable name to Secrets Manager or SSM parameter ARN, injected by ECS.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment of every flow container; deployments and runs add to it."
+    )
+    log_group: str | None = Field(default=None, description="CloudWatch log group of the flow containers.")
+    log_region: str | None = Field(default=None, description="Region of the log group.")
     assign_public_ip: bool = Field(
         default=True, description="Needed in public subnets without a NAT gateway, to reach ECR."
     )

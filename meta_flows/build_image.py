@@ -49,8 +49,8 @@ def registry_host_for(settings: Settings, account: str) -> str:
 
 
 @task(name="ensure-repository")
-def ensure_repository_task(region: str, repository: str) -> None:
-    result = ecr.ensure_repository(region, repository)
+def ensure_repository_task(region: str, repository: str, keep_images: int) -> None:
+    result = ecr.ensure_repository(region, repository, keep_images)
     get_run_logger().info("ECR repository %s: %s", repository, result.action)
 
 
@@ -122,7 +122,7 @@ def build_and_push_image(flow: str) -> ImageResult:
         build_seconds = round(time.monotonic() - build_started, 2)
         logger.info("Built %s in %.1f s", uri, build_seconds)
         # After the build, so a flow that fails to build leaves no repository behind.
-        ensure_repository_task(region, repository)
+        ensure_repository_task(region, repository, settings.image_keep_count)
         push_started = time.monotonic()
         pushed = push_image_task(logins, f"{host}/{repository}", tag)
         logger.info(

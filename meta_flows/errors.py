@@ -35,3 +35,7 @@ class PrefectApiError(MetaFlowsError):
 
 class ForeignResourceError(MetaFlowsError):
     """A resource exists that this project did not create and cannot use as it is."""
+
+
+class JobTemplateError(MetaFlowsError):
+    """A work pool's base job template uses a placeholder it does not define, or defines one it never uses."""

@@ -7,16 +7,18 @@ the ECS worker renders every RunTask request from values the Prefect UI shows.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 from uuid import UUID
 
 from prefect_aws.workers.ecs_worker import ECSWorker
 
 from blocks.ecs_task_settings import EcsTaskSettings
-from meta_flows.errors import FlowSpecError
+from meta_flows.errors import FlowSpecError, JobTemplateError
 
 # Job variables a prefect.yaml entry must not set: build-and-push-image sets the image.
 RESERVED_JOB_VARIABLES = {"image"}
+PLACEHOLDER = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
 
 
 def default_ecs_template() -> dict[str, Any]:
@@ -55,6 +57,8 @@ def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUI
         "vpc_id": settings.vpc_id,
         "network_configuration": network_configuration(settings),
         "prefect_api_key_secret_arn": settings.prefect_api_key_secret_arn,
+        # Prefect 3 merges this default with a deployment's and a run's `env`, key by key.
+        "env": settings.env or None,
     }
     for name, value in defaults.items():
         if value is not None:
@@ -62,21 +66,52 @@ def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUI
 
     task_definition = template["job_configuration"]["task_definition"]
     add_container_secrets(properties, task_definition)
+    container = task_definition["containerDefinitions"][0]
     if settings.container_memory is not None:
         # A hard memory limit on the flow container; it also lets moto run Fargate tasks, since
         # moto 5.2.5's RunTask fails when memory is set at task level only.
-        properties["container_memory"] = {
-            "title": "Container memory",
-            "description": "Hard memory limit of the flow container in MiB.",
-            "type": "integer",
-            "default": settings.container_memory,
+        add_variable(
+            template,
+            "container_memory",
+            "Container memory",
+            "Hard memory limit of the flow container in MiB.",
+            {"type": "integer"},
+            settings.container_memory,
+        )
+        container["memory"] = "{{ container_memory }}"
+    add_variable(
+        template,
+        "cpu_architecture",
+        "CPU architecture",
+        "Fargate CPU architecture of the task.",
+        {"type": "string", "enum": ["X86_64", "ARM64"]},
+        settings.cpu_architecture,
+    )
+    task_definition["runtimePlatform"] = {"cpuArchitecture": "{{ cpu_architecture }}", "operatingSystemFamily": "LINUX"}
+    if settings.ephemeral_storage is not None:
+        add_variable(
+            template,
+            "ephemeral_storage",
+            "Ephemeral storage",
+            "Fargate ephemeral storage in GiB (21-200).",
+            {"type": "integer", "minimum": 21, "maximum": 200},
+            settings.ephemeral_storage,
+        )
+        task_definition["ephemeralStorage"] = {"sizeInGiB": "{{ ephemeral_storage }}"}
+    # Container secrets from the settings; deployments may replace the list with their own.
+    properties["secrets"]["default"] = [
+        {"name": name, "valueFrom": arn} for name, arn in sorted(settings.container_secrets.items())
+    ]
+    if settings.log_group is not None:
+        properties["configure_cloudwatch_logs"]["default"] = True
+        # awslogs-create-group false: the group exists (bootstrap made it), so no role needs
+        # logs:CreateLogGroup.
+        properties["cloudwatch_logs_options"]["default"] = {
+            "awslogs-group": settings.log_group,
+            "awslogs-region": settings.log_region or "",
+            "awslogs-create-group": "false",
         }
-        task_definition["containerDefinitions"][0]["memory"] = "{{ container_memory }}"
-    if settings.cpu_architecture != "X86_64":
-        task_definition["runtimePlatform"] = {
-            "cpuArchitecture": settings.cpu_architecture,
-            "operatingSystemFamily": "LINUX",
-        }
+    validate_template(template)
     return template
 
 
@@ -84,9 +119,8 @@ def add_container_secrets(properties: dict[str, Any], task_definition: dict[str,
     """Add the `secrets` variable: container secrets that ECS resolves from their ARNs at start.
 
     Only the ARNs pass through Prefect and RunTask; the values go from Secrets Manager or SSM
-    straight to the container. The worker drops the key when the list is empty.
-    NOTE: the execution role that bootstrap creates does not grant secretsmanager:GetSecretValue
-    on these ARNs yet; on AWS, grant it or configure an execution role that has it.
+    straight to the container. The worker drops the key when the list is empty. The execution
+    role bootstrap creates may read the ARNs of META_FLOWS_CONTAINER_SECRETS only.
     """
     properties["secrets"] = {
         "title": "Secrets",
@@ -103,6 +137,45 @@ def add_container_secrets(properties: dict[str, Any], task_definition: dict[str,
         "default": [],
     }
     task_definition["containerDefinitions"][0]["secrets"] = "{{ secrets }}"
+def add_variable(
+    template: dict[str, Any], name: str, title: str, description: str, schema: dict[str, Any], default: Any
+) -> None:
+    """Add one variable to the template's schema, with its default."""
+    template["variables"]["properties"][name] = {
+        "title": title,
+        "description": description,
+        **schema,
+        "default": default,
+    }
+
+
+def placeholders_of(value: Any) -> set[str]:
+    """Return the variable names `{{ name }}` placeholders use anywhere in `value`.
+
+    Placeholders under `prefect.` (Prefect variables and blocks) are resolved by Prefect itself.
+    """
+    if isinstance(value, str):
+        return {name for name in PLACEHOLDER.findall(value) if not name.startswith("prefect.")}
+    if isinstance(value, dict):
+        return set().union(*(placeholders_of(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(placeholders_of(v) for v in value)) if value else set()
+    return set()
+
+
+def validate_template(template: dict[str, Any]) -> None:
+    """Check the template both ways: each placeholder has a variable, and each variable is used."""
+    variables = set(template["variables"]["properties"])
+    used = placeholders_of(template["job_configuration"])
+    undefined = sorted(used - variables)
+    unused = sorted(variables - used)
+    if undefined:
+        raise JobTemplateError(f"base job template uses undefined variables {undefined}: add them to 'variables'")
+    if unused:
+        raise JobTemplateError(
+            f"base job template defines variables {unused} that no placeholder uses: remove them or use them "
+            "in 'job_configuration'"
+        )
 
 
 def validate_job_variables(deployment: str, job_variables: dict[str, Any], template: dict[str, Any]) -> None:

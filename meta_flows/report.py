@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["created", "updated", "unchanged", "foreign"]
+# The past tense after an apply; the present tense (`create`, `update`) in a dry-run plan.
+Action = Literal["created", "updated", "unchanged", "foreign", "create", "update"]
 
 MANAGED_TAG_KEY = "managed-by"
 MANAGED_TAG_VALUE = "meta-flows"
@@ -35,5 +36,6 @@ def render_text_table(results: list[ResourceResult]) -> str:
     width_name = max([len("name")] + [len(r.name) for r in results])
     lines = [f"{'resource':<{width_kind}}  {'name':<{width_name}}  action"]
     for result in results:
-        lines.append(f"{result.kind:<{width_kind}}  {result.name:<{width_name}}  {result.action}")
+        line = f"{result.kind:<{width_kind}}  {result.name:<{width_name}}  {result.action}"
+        lines.append(f"{line}  ({result.detail})" if result.detail and result.action != "unchanged" else line)
     return "\n".join(lines)

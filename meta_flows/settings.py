@@ -45,6 +45,14 @@ FARGATE_MEMORY_BY_CPU: dict[int, range] = {
 }
 
 
+# Values CloudWatch Logs PutRetentionPolicy accepts for retentionInDays (API reference).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)
+CONTAINER_SECRET_ARN_PATTERN = re.compile(
+    r"^arn:aws[a-z-]*:(?:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+|ssm:[a-z0-9-]+:\d{12}:parameter/.+)$"
+)
+
+
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
@@ -192,6 +200,26 @@ class Settings(BaseSettings):
         validation_alias=_env("META_FLOWS_VPC_ID"),
         description="VPC of the tasks, whose subnets META_FLOWS_SUBNETS lists. Unset: the default VPC.",
     )
+    cpu_architecture: Literal["X86_64", "ARM64"] | None = Field(
+        default=None,
+        validation_alias=_env("META_FLOWS_CPU_ARCHITECTURE"),
+        description="Fargate CPU architecture. Unset: ARM64 for META_FLOWS_PLATFORM=linux/arm64, else X86_64.",
+    )
+    ephemeral_storage: int | None = Field(
+        default=None,
+        ge=21,
+        le=200,
+        validation_alias=_env("META_FLOWS_EPHEMERAL_STORAGE"),
+        description="Fargate ephemeral storage of each task in GiB (21 to 200). Unset: Fargate's 20 GiB.",
+    )
+    container_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=_env("META_FLOWS_CONTAINER_SECRETS"),
+        description=(
+            "JSON object of environment variable name to Secrets Manager secret ARN or SSM parameter "
+            "ARN; ECS injects each value into the flow container. The execution role may read exactly these."
+        ),
+    )
     prefect_api_key_secret_arn: str | None = Field(
         default=None,
         validation_alias=_env("META_FLOWS_PREFECT_API_KEY_SECRET_ARN"),
@@ -199,6 +227,58 @@ class Settings(BaseSettings):
             "Secrets Manager ARN holding the Prefect API key. The ECS worker then hands the key to "
             "tasks as this secret, never as plain environment. Required when PREFECT_API_KEY is set."
         ),
+    )
+    pool_env: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=_env("META_FLOWS_POOL_ENV"),
+        description=(
+            "JSON object of environment variables every flow container gets; a deployment's and a "
+            "run's `env` job variables are merged over it, key by key."
+        ),
+    )
+    log_group: str | None = Field(
+        default=None,
+        validation_alias=_env("META_FLOWS_LOG_GROUP"),
+        description="CloudWatch log group of the flow containers. Unset: /prefect/<cluster>.",
+    )
+    log_retention_days: int = Field(
+        default=30,
+        validation_alias=_env("META_FLOWS_LOG_RETENTION_DAYS"),
+        description="Days CloudWatch keeps the flow logs; one of the values PutRetentionPolicy accepts.",
+    )
+    image_keep_count: int = Field(
+        default=30,
+        ge=1,
+        le=10000,
+        validation_alias=_env("META_FLOWS_IMAGE_KEEP_COUNT"),
+        description="Images each ECR repository keeps; its lifecycle policy expires older ones.",
+    )
+    task_role_statements: list[dict[str, Any]] = Field(
+        default_factory=list,
+        validation_alias=_env("META_FLOWS_TASK_ROLE_STATEMENTS"),
+        description=(
+            "JSON list of IAM policy statements for the task role bootstrap creates; empty gives the "
+            "flow code no AWS permission."
+        ),
+    )
+    observer_queue: str | None = Field(
+        default=None,
+        validation_alias=_env("META_FLOWS_OBSERVER_QUEUE"),
+        description=(
+            "SQS queue of ECS task state events for the worker's crash detection. Unset: "
+            "<work pool>-ecs-task-events. Give the worker the same name in "
+            "PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_QUEUE_NAME."
+        ),
+    )
+    worker_service: bool = Field(
+        default=False,
+        validation_alias=_env("META_FLOWS_WORKER_SERVICE"),
+        description="Deploy the ECS worker as an ECS service on the cluster (true), or run it yourself (false).",
+    )
+    worker_image: str = Field(
+        default="prefecthq/prefect-aws:0.7.12-python3.12",
+        validation_alias=_env("META_FLOWS_WORKER_IMAGE"),
+        description="Image of the worker service; it must contain Prefect and prefect-aws.",
     )
     project_root: Path = Field(
         default=PROJECT_ROOT,
@@ -332,6 +412,51 @@ class Settings(BaseSettings):
                 "set both, or neither to use the default credential chain"
             )
         return self
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def log_retention_must_be_cloudwatch_value(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            choices = ", ".join(map(str, LOG_RETENTION_DAYS))
+            raise ValueError(f"{value} is not a CloudWatch retention: use one of {choices}")
+        return value
+
+    @field_validator("container_secrets")
+    @classmethod
+    def container_secrets_must_be_arns(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, arn in value.items():
+            if not CONTAINER_SECRET_ARN_PATTERN.match(arn):
+                raise ValueError(
+                    f"secret {name!r}: {arn!r} is not a Secrets Manager secret ARN or SSM parameter ARN"
+                )
+        return value
+
+    @field_validator("task_role_statements")
+    @classmethod
+    def task_statements_must_be_iam(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for index, statement in enumerate(value):
+            missing = [key for key in ("Effect", "Action", "Resource") if key not in statement]
+            if missing:
+                raise ValueError(f"statement {index} lacks {', '.join(missing)}: give Effect, Action and Resource")
+        return value
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster.rpartition("/")[2]
+
+    @property
+    def effective_log_group(self) -> str:
+        return self.log_group or f"/prefect/{self.cluster_name}"
+
+    @property
+    def effective_observer_queue(self) -> str:
+        return self.observer_queue or f"{re.sub(r'[^A-Za-z0-9_-]', '-', self.work_pool)}-ecs-task-events"
+
+    @property
+    def effective_cpu_architecture(self) -> Literal["X86_64", "ARM64"]:
+        if self.cpu_architecture is not None:
+            return self.cpu_architecture
+        return "ARM64" if self.platform == "linux/arm64" else "X86_64"
 
     def repository_name(self, flow: str) -> str:
         """Return the ECR repository name of one flow folder."""

@@ -11,7 +11,10 @@ from pydantic import SecretStr
 
 from meta_flows.aws.clients import aws_client
 from meta_flows.aws.errors import describe_aws_failure
-from meta_flows.report import MANAGED_TAG_KEY, MANAGED_TAG_VALUE, ResourceResult
+from meta_flows.report import ResourceResult
+
+# Matches the default of META_FLOWS_IMAGE_KEEP_COUNT.
+DEFAULT_KEEP_IMAGES = 30
 
 
 @dataclass(frozen=True)
@@ -23,30 +26,15 @@ class RegistryLogin:
     expires_at: datetime
 
 
-def ensure_repository(region: str, name: str) -> ResourceResult:
-    """Create the repository `name` unless it exists; an existing one is used as it is."""
-    ecr = aws_client("ecr", region)
-    try:
-        repository = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-        tags = ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"]).get("tags", [])
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "RepositoryNotFoundException":
-            raise describe_aws_failure("ecr:DescribeRepositories", exc) from exc
-    except BotoCoreError as exc:
-        raise describe_aws_failure("ecr:DescribeRepositories", exc) from exc
-    else:
-        managed = {"Key": MANAGED_TAG_KEY, "Value": MANAGED_TAG_VALUE} in tags
-        return ResourceResult("ECR repository", name, "unchanged" if managed else "foreign")
+def ensure_repository(region: str, name: str, keep_images: int = DEFAULT_KEEP_IMAGES) -> ResourceResult:
+    """Create the repository `name` unless it exists, or bring ours to the wanted settings.
 
-    try:
-        ecr.create_repository(
-            repositoryName=name,
-            imageScanningConfiguration={"scanOnPush": True},
-            tags=[{"Key": MANAGED_TAG_KEY, "Value": MANAGED_TAG_VALUE}],
-        )
-    except (ClientError, BotoCoreError) as exc:
-        raise describe_aws_failure("ecr:CreateRepository", exc) from exc
-    return ResourceResult("ECR repository", name, "created")
+    A repository this project did not create is used as it is.
+    """
+    # Imported here: ecr_plan reads the protected lifecycle rule from history, which imports this module.
+    from meta_flows.aws.ecr_plan import plan_repository
+
+    return plan_repository(region, name, keep_images).apply()
 
 
 def get_registry_login(region: str) -> RegistryLogin:

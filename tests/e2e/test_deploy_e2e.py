@@ -57,7 +57,8 @@ def test_bootstrap_second_run_reports_every_item_unchanged(
     bootstrap_outputs: list[subprocess.CompletedProcess[str]],
 ) -> None:
     second = bootstrap_outputs[1].stdout
-    rows = [line for line in second.splitlines()[1:] if line and not line.startswith("Nothing to do")]
+    table = second.split("\n\n")[0]
+    rows = [line for line in table.splitlines()[1:] if line and not line.startswith("Nothing to do")]
 
     assert len(rows) >= 10
     assert all(line.rstrip().endswith("unchanged") for line in rows), second

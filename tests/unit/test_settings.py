@@ -182,3 +182,45 @@ def test_settings_field_names_are_not_variables(monkeypatch: pytest.MonkeyPatch)
 
     assert settings.cpu == 1024
     assert settings.platform == "linux/amd64"
+
+
+def test_settings_log_retention_must_be_cloudwatch_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("META_FLOWS_LOG_RETENTION_DAYS", "31")
+
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+
+    assert "META_FLOWS_LOG_RETENTION_DAYS: 31 is not a CloudWatch retention" in str(error.value)
+
+
+def test_settings_container_secret_must_be_arn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("META_FLOWS_CONTAINER_SECRETS", '{"DB_URL": "plain-value"}')
+
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+
+    assert "secret 'DB_URL': 'plain-value' is not a Secrets Manager secret ARN" in str(error.value)
+
+
+def test_settings_task_statement_needs_effect_action_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("META_FLOWS_TASK_ROLE_STATEMENTS", '[{"Effect": "Allow", "Action": "s3:GetObject"}]')
+
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+
+    assert "statement 0 lacks Resource" in str(error.value)
+
+
+def test_settings_derive_log_group_queue_and_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("META_FLOWS_CLUSTER", "arn:aws:ecs:us-east-1:123456789012:cluster/data")
+    monkeypatch.setenv("META_FLOWS_PLATFORM", "linux/arm64")
+
+    settings = load_settings()
+
+    assert settings.effective_log_group == "/prefect/data"
+    assert settings.effective_observer_queue == "ecs-pool-ecs-task-events"
+    assert settings.effective_cpu_architecture == "ARM64"
