@@ -139,7 +139,7 @@ def prefect_snapshot(env: dict[str, str]) -> dict[str, Any]:
         return reply.json()  # type: ignore[no-any-return]
 
     def strip(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        volatile = {"updated", "last_polled", "status", "last_heartbeat_time"}
+        volatile = {"updated", "last_polled", "status", "last_heartbeat_time", "active_slots"}
         return sorted(({k: v for k, v in i.items() if k not in volatile} for i in items), key=lambda i: str(i["id"]))
 
     return {

@@ -96,7 +96,8 @@ def test_first_bootstrap_tags_and_configures_resources(plan_env: dict[str, str])
 
     assert repository["imageTagMutability"] == "IMMUTABLE"
     assert repository["imageScanningConfiguration"]["scanOnPush"] is True
-    assert lifecycle["rules"][0]["selection"]["countNumber"] == 30
+    assert lifecycle["rules"][0]["selection"]["tagPrefixList"] == ["keep-"]
+    assert lifecycle["rules"][1]["selection"]["countNumber"] == 30
     assert group["retentionInDays"] == 30
     assert {"Key": "managed-by", "Value": "meta-flows"} in role["Tags"]
     assert aws(plan_env, "iam").list_role_policies(RoleName=f"{cluster}-task")["PolicyNames"] == []
@@ -225,11 +226,11 @@ def test_teardown_removes_ours_in_order(stack_env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("META_FLOWS_SUBNETS", '["subnet-00000000000000000"]', "subnets ['subnet-00000000000000000'] not found"),
+        ("META_FLOWS_SUBNETS", '["subnet-00000000000000000"]', "subnets ['subnet-00000000000000000'] are not in VPC"),
         (
             "META_FLOWS_SECURITY_GROUPS",
             '["sg-00000000000000000"]',
-            "security groups ['sg-00000000000000000'] not found",
+            "security groups ['sg-00000000000000000'] do not exist in VPC",
         ),
     ],
 )
