@@ -68,7 +68,7 @@ def plan_meta_deployments(settings: Settings) -> list[DesiredDeployment]:
     ]
 
 
-def task_settings_for(settings: Settings, names: AwsNames) -> EcsTaskSettings:
+def task_settings_for(settings: Settings, names: AwsNames, network: Network) -> EcsTaskSettings:
     return EcsTaskSettings(
         cluster=settings.cluster,
         execution_role_arn=names.execution_role_arn,
@@ -77,7 +77,8 @@ def task_settings_for(settings: Settings, names: AwsNames) -> EcsTaskSettings:
         memory=settings.memory,
         container_memory=settings.container_memory,
         cpu_architecture=settings.effective_cpu_architecture,
-        vpc_id=settings.vpc_id,
+        # prefect-aws needs the VPC beside custom subnets; it is the subnets' VPC when not set.
+        vpc_id=network.vpc_id if settings.subnets else settings.vpc_id,
         subnets=settings.subnets,
         security_groups=settings.security_groups,
         ephemeral_storage=settings.ephemeral_storage,
@@ -90,7 +91,11 @@ def task_settings_for(settings: Settings, names: AwsNames) -> EcsTaskSettings:
 
 
 def plan_prefect(
-    client: SyncPrefectClient, settings: Settings, names: AwsNames, meta_deployments: list[DesiredDeployment]
+    client: SyncPrefectClient,
+    settings: Settings,
+    names: AwsNames,
+    network: Network,
+    meta_deployments: list[DesiredDeployment],
 ) -> list[Step]:
     """Look up the blocks, pools, queue and deployments; return their steps in apply order."""
     credentials = AwsCredentials(
@@ -99,7 +104,7 @@ def plan_prefect(
         aws_secret_access_key=settings.aws_secret_access_key,
     )
     credentials_step = plan_block(client, "credentials block", settings.credentials_block, credentials)
-    task_settings = task_settings_for(settings, names)
+    task_settings = task_settings_for(settings, names, network)
     settings_step = plan_block(client, "ECS task settings block", settings.task_settings_block, task_settings)
 
     def ecs_template() -> dict[str, object]:
@@ -139,7 +144,7 @@ def plan_bootstrap(client: SyncPrefectClient, settings: Settings) -> tuple[list[
     )
     names = names_for(settings, identity.account, partition)
     steps = plan_aws(settings, identity.account, partition, flows, network)
-    steps += plan_prefect(client, settings, names, meta_deployments)
+    steps += plan_prefect(client, settings, names, network, meta_deployments)
 
     notes = [
         f"ECS worker: set PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_QUEUE_NAME={settings.effective_observer_queue} "

@@ -26,10 +26,10 @@ def default_ecs_template() -> dict[str, Any]:
 
 
 def network_configuration(settings: EcsTaskSettings) -> dict[str, Any] | None:
-    """Return the awsvpc configuration, or None to let the worker use the default VPC's subnets.
+    """Return the awsvpcConfiguration, or None to let the worker use the default VPC's subnets.
 
-    NOTE: prefect-aws 0.7.12 reads network_configuration as the awsvpcConfiguration itself and
-    requires vpc_id beside it, so this wrapped shape is not yet what the worker expects.
+    prefect-aws 0.7.12 wraps this value in `awsvpcConfiguration` itself, checks its subnets
+    against `vpc_id`, and rejects it without one, so the template's vpc_id must be set too.
     """
     if not settings.subnets:
         return None
@@ -39,7 +39,7 @@ def network_configuration(settings: EcsTaskSettings) -> dict[str, Any] | None:
     }
     if settings.security_groups:
         config["securityGroups"] = list(settings.security_groups)
-    return {"awsvpcConfiguration": config}
+    return config
 
 
 def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUID) -> dict[str, Any]:

@@ -164,7 +164,7 @@ def test_pool_template_carries_settings_as_defaults() -> None:
     assert properties["cluster"]["default"] == "flows"
     assert properties["cpu"]["default"] == 512
     assert properties["aws_credentials"]["default"] == {"$ref": {"block_document_id": str(credentials_id)}}
-    assert properties["network_configuration"]["default"]["awsvpcConfiguration"]["subnets"] == ["subnet-1"]
+    assert properties["network_configuration"]["default"]["subnets"] == ["subnet-1"]
     container = template["job_configuration"]["task_definition"]["containerDefinitions"][0]
     assert container["memory"] == "{{ container_memory }}"
 
