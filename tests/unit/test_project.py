@@ -133,7 +133,8 @@ def test_unknown_prefect_yaml_key_is_rejected(project: Path) -> None:
     ("job_variables", "expected"),
     [
         ({"env.FOO": "1"}, "contain '.'"),
-        ({"image": "x"}, "'image' is set by build-and-push-image"),
+        ({"image": "x"}, "'image' is set by the meta-flows"),
+        ({"family": "x"}, "'family' is set by the meta-flows"),
         ({"cpus": 1}, "unknown job variables ['cpus']"),
     ],
 )
