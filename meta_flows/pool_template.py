@@ -13,9 +13,9 @@ from uuid import UUID
 from blocks.ecs_task_settings import EcsTaskSettings
 from meta_flows.errors import FlowSpecError
 
-# Job variables a prefect.yaml entry must not set: build-and-push-image sets the image, and
-# register-deployment sets the task definition family (see meta_flows/task_definitions.py).
-RESERVED_JOB_VARIABLES = {"image", "family"}
+# Job variables a prefect.yaml entry must not set, and the meta-flow that sets each one. The
+# family is the task definition family that register-deployment registers (task_definitions.py).
+RESERVED_JOB_VARIABLES = {"image": "build-and-push-image", "family": "register-deployment"}
 
 
 def default_ecs_template() -> dict[str, Any]:
@@ -119,11 +119,11 @@ def validate_job_variables(deployment: str, job_variables: dict[str, Any], templ
             f"deployment {deployment!r}: job variable keys {dotted} contain '.'; write nested values "
             "as YAML mappings, e.g. env: {FOO: bar}"
         )
-    reserved = sorted(RESERVED_JOB_VARIABLES & set(job_variables))
+    reserved = sorted(set(RESERVED_JOB_VARIABLES) & set(job_variables))
     if reserved:
         raise FlowSpecError(
-            f"deployment {deployment!r}: job variable {reserved[0]!r} is set by the meta-flows "
-            "(image by build-and-push-image, family by register-deployment); remove it from prefect.yaml"
+            f"deployment {deployment!r}: job variable {reserved[0]!r} is set by "
+            f"{RESERVED_JOB_VARIABLES[reserved[0]]}; remove it from prefect.yaml"
         )
     if "task_definition_arn" in job_variables:
         raise FlowSpecError(

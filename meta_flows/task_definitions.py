@@ -16,10 +16,8 @@ import copy
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -36,11 +34,6 @@ FAMILY_HASH_LENGTH = 16
 # ECS family names: up to 255 letters, digits, '-' and '_' (RegisterTaskDefinition reference).
 FAMILY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 FAMILY_PREFIX_LENGTH = 200
-REGISTER_ATTEMPTS = 6
-REGISTER_BASE_DELAY_SECONDS = 1.0
-# ECS rejects a concurrent registration in one family with this ClientException. ClientException
-# covers many failures, so the message is the only way to tell this transient one apart.
-CONCURRENT_REVISION_MESSAGE = "Too many concurrent attempts to create a new revision"
 
 class _NoApiClient:
     """A stand-in Prefect client that fails on use: rendering must not need the API."""
@@ -132,7 +125,7 @@ def ensure_task_definition(
         latest = describe_latest(ecs, family)
         if latest is not None and ECSWorker._task_definitions_equal(None, task_definition, latest, logger):  # type: ignore[arg-type]
             return TaskDefinitionResult(family=family, arn=str(latest["taskDefinitionArn"]), action="unchanged")
-        arn = register_with_retries(ecs, task_definition, logger)
+        arn = register(ecs, task_definition)
     return TaskDefinitionResult(family=family, arn=arn, action="registered")
 
 
@@ -151,33 +144,14 @@ def describe_latest(ecs: Any, family: str) -> dict[str, Any] | None:
     return definition if definition.get("status") == "ACTIVE" else None
 
 
-def is_concurrent_revision_error(exc: ClientError) -> bool:
-    error = exc.response.get("Error", {})
-    return error.get("Code") == "ClientException" and str(error.get("Message", "")).startswith(
-        CONCURRENT_REVISION_MESSAGE
-    )
+def register(ecs: Any, task_definition: dict[str, Any]) -> str:
+    """Register the task definition and return its ARN.
 
-
-def register_with_retries(
-    ecs: Any, task_definition: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
-) -> str:
-    """Register the task definition, retrying ECS's concurrent-revision throttle with jitter."""
-    for attempt in range(1, REGISTER_ATTEMPTS + 1):
-        try:
-            reply = ecs.register_task_definition(**task_definition)
-            return str(reply["taskDefinition"]["taskDefinitionArn"])
-        except ClientError as exc:
-            if not is_concurrent_revision_error(exc) or attempt == REGISTER_ATTEMPTS:
-                raise describe_aws_failure("ecs:RegisterTaskDefinition", exc) from exc
-            delay = random.uniform(0, REGISTER_BASE_DELAY_SECONDS * 2 ** (attempt - 1))
-            logger.warning(
-                "ecs:RegisterTaskDefinition throttled for family %s; retry %d/%d in %.1f s",
-                task_definition["family"],
-                attempt,
-                REGISTER_ATTEMPTS - 1,
-                delay,
-            )
-            time.sleep(delay)
-        except BotoCoreError as exc:
-            raise describe_aws_failure("ecs:RegisterTaskDefinition", exc) from exc
-    raise AwsError("ecs:RegisterTaskDefinition failed: no attempt left")  # unreachable: the loop returns or raises
+    The client retries ECS's concurrent-revision ClientException and throttling with jitter
+    (meta_flows/aws/retries.py); the family lock above keeps this process from causing either.
+    """
+    try:
+        reply = ecs.register_task_definition(**task_definition)
+    except (ClientError, BotoCoreError) as exc:
+        raise describe_aws_failure("ecs:RegisterTaskDefinition", exc) from exc
+    return str(reply["taskDefinition"]["taskDefinitionArn"])

@@ -16,11 +16,9 @@ from meta_flows import task_definitions
 from meta_flows.errors import AwsError
 from meta_flows.pool_template import build_base_job_template
 from meta_flows.task_definitions import (
-    CONCURRENT_REVISION_MESSAGE,
     family_for,
-    is_concurrent_revision_error,
     needs_deployment_id,
-    register_with_retries,
+    register,
     render_task_definition,
 )
 
@@ -69,7 +67,7 @@ def test_rendering_equals_worker_rendering() -> None:
     # What prefect-aws 0.7.12's worker builds for a flow run of the deployment.
     base["variables"]["properties"]["aws_credentials"].pop("default")
     values = {"image": IMAGE, "family": ours["family"]}
-    # No placeholder needs the API, so a client that fails on use stands in for the worker's.
+    # No placeholder needs the API, so a client that fails on use replaces the worker's.
     rendering = ECSJobConfiguration.from_template_and_values(base, values, client=task_definitions._NO_API_CLIENT)
     configuration = run_coro_as_sync(rendering)
     # The worker's own methods, without its __init__, which would start a temporary Prefect server.
@@ -96,59 +94,36 @@ def test_pool_template_matches_latest_revision() -> None:
         ({"configure_cloudwatch_logs": True, "cloudwatch_logs_prefix": "flows"}, False),
     ],
 )
-def test_needs_deployment_id_only_for_default_log_prefix(job_variables: dict[str, Any], expected: bool) -> None:
+def test_needs_deployment_id_without_log_prefix(job_variables: dict[str, Any], expected: bool) -> None:
     assert needs_deployment_id(job_variables, template()) is expected
 
 
-def test_concurrent_revision_error_matched_by_code_and_message() -> None:
-    assert is_concurrent_revision_error(client_error("ClientException", CONCURRENT_REVISION_MESSAGE + " of it."))
-    assert not is_concurrent_revision_error(client_error("ClientException", "Family not found"))
-    assert not is_concurrent_revision_error(client_error("ThrottlingException", CONCURRENT_REVISION_MESSAGE))
-
-
 class FakeEcs:
-    """An ECS client whose RegisterTaskDefinition fails with `failures` first."""
+    """An ECS client whose RegisterTaskDefinition fails with `failure` when one is given."""
 
-    def __init__(self, failures: list[ClientError]) -> None:
-        self.failures = failures
+    def __init__(self, failure: ClientError | None = None) -> None:
+        self.failure = failure
         self.calls = 0
 
     def register_task_definition(self, **definition: Any) -> dict[str, Any]:
         self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return {
-            "taskDefinition": {"taskDefinitionArn": f"arn:aws:ecs:us-east-1:1:task-definition/{definition['family']}:1"}
-        }
+        if self.failure is not None:
+            raise self.failure
+        arn = f"arn:aws:ecs:us-east-1:1:task-definition/{definition['family']}:1"
+        return {"taskDefinition": {"taskDefinitionArn": arn}}
 
 
-def test_register_retries_concurrent_revision_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(task_definitions.time, "sleep", lambda seconds: None)
-    ecs = FakeEcs([client_error("ClientException", CONCURRENT_REVISION_MESSAGE + " of the specified family.")] * 2)
+def test_register_returns_arn() -> None:
+    ecs = FakeEcs()
 
-    arn = register_with_retries(ecs, {"family": "f"}, LOGGER)
-
-    assert arn.endswith("task-definition/f:1")
-    assert ecs.calls == 3
-
-
-def test_register_gives_up_after_max_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(task_definitions.time, "sleep", lambda seconds: None)
-    throttle = client_error("ClientException", CONCURRENT_REVISION_MESSAGE + " of the specified family.")
-    ecs = FakeEcs([throttle] * task_definitions.REGISTER_ATTEMPTS)
-
-    with pytest.raises(AwsError) as error:
-        register_with_retries(ecs, {"family": "f"}, LOGGER)
-
-    assert "ecs:RegisterTaskDefinition failed with ClientException" in str(error.value)
-    assert ecs.calls == task_definitions.REGISTER_ATTEMPTS
-
-
-def test_register_other_client_error_not_retried() -> None:
-    ecs = FakeEcs([client_error("InvalidParameterException", "bad memory")])
-
-    with pytest.raises(AwsError) as error:
-        register_with_retries(ecs, {"family": "f"}, LOGGER)
-
-    assert "InvalidParameterException: bad memory" in str(error.value)
+    assert register(ecs, {"family": "f"}).endswith("task-definition/f:1")
     assert ecs.calls == 1
+
+
+def test_register_client_error_gives_guidance() -> None:
+    ecs = FakeEcs(client_error("InvalidParameterException", "bad memory"))
+
+    with pytest.raises(AwsError) as error:
+        register(ecs, {"family": "f"})
+
+    assert "ecs:RegisterTaskDefinition failed with InvalidParameterException: bad memory" in str(error.value)
