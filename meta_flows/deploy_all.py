@@ -24,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from meta_flows.build_image import ImageTarget, build_and_push, format_bytes, prepare_image_target
+from meta_flows.deploy_lock import deploy_lock
 from meta_flows.errors import MetaFlowsError
 from meta_flows.project import list_flow_folders, validate_flow_folder
 from meta_flows.register import register
@@ -57,8 +58,10 @@ def deploy_one_flow(flow: str, target: ImageTarget) -> FlowOutcome:
     started = time.monotonic()
     logger = get_run_logger()
     try:
-        image = build_and_push(flow, target, artifact=False)
-        deployment = register(flow, image.uri, artifact=False)
+        # The same lock as deploy-flow's, so a deploy-flow run of this flow waits, and the reverse.
+        with deploy_lock(target.settings.repository_name(flow)):
+            image = build_and_push(flow, target, artifact=False)
+            deployment = register(flow, image.uri, artifact=False)
     except MetaFlowsError as exc:
         logger.error("Deploying %s failed: %s", flow, exc)
         return FlowOutcome(flow=flow, status="failed", error=str(exc), seconds=round(time.monotonic() - started, 2))
