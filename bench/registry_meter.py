@@ -18,6 +18,7 @@ BLOB_PUT = re.compile(
     r'"PUT /v2/(?P<repository>[^ ]+)/blobs/uploads/[^ ]*digest=(?P<digest>[^ &]+)[^ ]* HTTP/1\.1" 201 '
 )
 TIMEOUT_SECONDS = 10
+KEEP_TAG_PREFIX = "keep-"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,13 @@ class RegistryMeter:
         with self.log.open("rb") as stream:
             stream.seek(mark)
             text = stream.read().decode(errors="replace")
-        manifests = [m for m in MANIFEST_PUT.finditer(text) if m["repository"].startswith(self.prefixes)]
+        # A manifest put under a `keep-` tag re-tags an image for the deployment history; it
+        # uploads no image, so it is not counted as a push (its tag still counts as created).
+        manifests = [
+            m
+            for m in MANIFEST_PUT.finditer(text)
+            if m["repository"].startswith(self.prefixes) and not m["reference"].startswith(KEEP_TAG_PREFIX)
+        ]
         blobs = {
             (m["repository"], urllib.parse.unquote(m["digest"]))
             for m in BLOB_PUT.finditer(text)
