@@ -39,6 +39,7 @@ from bench.servers import prefect_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT_SECONDS = 900
+API_ATTEMPTS = 8
 
 
 @dataclass
@@ -204,20 +205,26 @@ class Bench:
             deployment = api_get(self.env, f"/deployments/name/{flow_name}/default")
             family = deployment["job_variables"].get("family") or f"prefect_{pool}_{deployment['id']}"
             for _ in range(runs):
-                reply = requests.post(
-                    f"{self.env['PREFECT_API_URL']}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10
-                )
-                reply.raise_for_status()
+                api_request(self.env, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
                 command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "ecs"]
                 self.run([*command, "--run-once", "--install-policy", "never"], REPO_ROOT)
             self.results.revisions[path] = count_revisions(family)
             print(f"  {path}: {self.results.revisions[path]} revisions of {family} after {runs} runs", flush=True)
 
 
+def api_request(env: dict[str, str], method: str, path: str, body: Any = None) -> Any:
+    """Call the Prefect API, retrying HTTP 503, which a busy SQLite server returns under load."""
+    for attempt in range(1, API_ATTEMPTS + 1):
+        reply = requests.request(method, f"{env['PREFECT_API_URL']}{path}", json=body, timeout=10)
+        if reply.status_code != 503 or attempt == API_ATTEMPTS:
+            reply.raise_for_status()
+            return reply.json()
+        time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def api_get(env: dict[str, str], path: str) -> Any:
-    reply = requests.get(f"{env['PREFECT_API_URL']}{path}", timeout=10)
-    reply.raise_for_status()
-    return reply.json()
+    return api_request(env, "GET", path)
 
 
 def registry_login() -> tuple[str, str]:
