@@ -4,7 +4,7 @@ PYTHON := .venv/bin/python
 STATE := $(or $(DEVSTACK_STATE_DIR),$(CURDIR)/.stack)
 WITH_STACK_ENV := set -a && source $(STATE)/env && set +a &&
 
-.PHONY: install stack demo test unit e2e lint down status
+.PHONY: install stack demo test unit e2e lint down status bench
 
 install:
 	bash scripts/install.sh
@@ -27,11 +27,16 @@ test: stack
 	$(WITH_STACK_ENV) $(PYTHON) -m devstack runner
 	$(WITH_STACK_ENV) $(RUNNER_E2E_ENV) $(PYTHON) -m pytest tests
 
+# The benchmark against `prefect deploy` (docs/performance.md); about 30 minutes on 2 cores.
+bench: stack
+	$(WITH_STACK_ENV) DEVSTACK_PREFECT_DB=postgres bash scripts/install.sh
+	$(WITH_STACK_ENV) $(PYTHON) -m bench.run
+
 unit: install
 	$(PYTHON) -m pytest tests/unit tests/devstack -m "not e2e"
 
 lint: install
-	$(PYTHON) -m ruff check meta_flows blocks flows devstack tests
+	$(PYTHON) -m ruff check meta_flows blocks flows devstack tests bench
 	$(PYTHON) -m mypy meta_flows blocks
 
 status:

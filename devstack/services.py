@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack import postgres
 from devstack.config import (
     AWS_ACCOUNT_ID,
     AWS_DUMMY_KEY,
@@ -236,11 +237,18 @@ def moto_healthy() -> bool:
 # --- Prefect server -------------------------------------------------------------------------
 
 
+def prefect_database_url(paths: StackPaths) -> str:
+    """Return the Prefect server's database: SQLite in the state folder, or the opt-in PostgreSQL."""
+    if postgres.prefect_database() == "postgres":
+        return postgres.database_url(postgres.postgres_port())
+    return f"sqlite+aiosqlite:///{paths.prefect_home / 'prefect.db'}"
+
+
 def prefect_env(paths: StackPaths) -> dict[str, str]:
     home = paths.prefect_home
     return {
         "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database_url(paths),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": PREFECT_API_URL,
         "PREFECT_API_URL": PREFECT_API_URL,
@@ -250,6 +258,25 @@ def prefect_env(paths: StackPaths) -> dict[str, str]:
 
 def prepare_prefect(paths: StackPaths) -> None:
     paths.prefect_home.mkdir(parents=True, exist_ok=True)
+    if postgres.prefect_database() == "postgres":
+        # Services start together; the Prefect server exits when its database does not answer.
+        postgres.wait_until_ready(postgres.postgres_port())
+
+
+def postgres_service() -> Service:
+    port = postgres.postgres_port()
+    return Service(
+        key="postgres",
+        label="postgresql",
+        port=port,
+        url=f"postgresql://{LOOPBACK}:{port}",
+        timeout=postgres.READY_TIMEOUT_SECONDS,
+        prepare=lambda paths: postgres.prepare_cluster(paths.root / "postgres"),
+        argv=lambda paths: postgres.server_argv(paths.root / "postgres", port),
+        env=lambda paths: {},
+        healthy=lambda: postgres.is_ready(port),
+        health_check=f"pg_isready on {LOOPBACK}:{port}",
+    )
 
 
 def prefect_argv(paths: StackPaths) -> list[str]:
@@ -269,8 +296,9 @@ def prefect_healthy() -> bool:
 
 
 def services() -> list[Service]:
-    """Return the services in start order."""
-    return [
+    """Return the services in start order; PostgreSQL only with DEVSTACK_PREFECT_DB=postgres."""
+    database = [postgres_service()] if postgres.prefect_database() == "postgres" else []
+    return database + [
         Service(
             key="registry",
             label="registry",

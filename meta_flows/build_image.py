@@ -7,6 +7,7 @@ same tag, and a tag the registry already has means no build and no push.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -35,12 +36,14 @@ class ImageResult(BaseModel):
     pushed: bool
     layers_pushed: int = 0
     layers_reused: int = 0
+    bytes_pushed: int = 0
     seconds: float = 0.0
     platform: str = ""
     base_image: str = ""
     size_bytes: int | None = None
     build_seconds: float = 0.0
     push_seconds: float = 0.0
+
 
 
 def registry_host_for(settings: Settings, account: str) -> str:
@@ -83,25 +86,49 @@ def build_and_push_image(flow: str) -> ImageResult:
     Args:
         flow: Folder of flows/ whose image to build.
     """
-    flow_name = flow
+    return build_and_push(flow)
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """What every image of one deploy shares: settings, registry host and login, pinned base image."""
+
+    settings: Settings
+    host: str
+    base: engine.BaseImage
+    logins: RegistryLoginCache
+
+
+def prepare_image_target(settings: Settings) -> ImageTarget:
+    """Look up the caller's registry, its login and the base image's digest, once per deploy."""
+    region = settings.aws_region
+    identity = sts.get_caller_identity(region)
+    base = engine.resolve_base_image(engine.connect_engine(), settings.base_image)
+    logins = RegistryLoginCache(lambda: ecr.get_registry_login(region))
+    return ImageTarget(settings=settings, host=registry_host_for(settings, identity.account), base=base, logins=logins)
+
+
+def build_and_push(flow_name: str, target: ImageTarget | None = None, artifact: bool = True) -> ImageResult:
+    """Build and push the image of one flow folder inside the current flow or task run.
+
+    deploy-all-flows calls this from its tasks, since a subflow per flow costs about a second,
+    and passes one `target` to all of them; its summary artifact replaces the per-image ones.
+    """
     started = time.monotonic()
     logger = get_run_logger()
-    settings = load_settings()
+    target = target or prepare_image_target(load_settings())
+    settings, host, base = target.settings, target.host, target.base
     folder = validate_flow_folder(settings.project_root, flow_name)
     find_flow_spec(settings.project_root, flow_name)
 
-    identity = sts.get_caller_identity(settings.aws_region)
-    host = registry_host_for(settings, identity.account)
     repository = settings.repository_name(flow_name)
-    client = engine.connect_engine()
-    base = engine.resolve_base_image(client, settings.base_image)
     context = assemble_context(folder, base.pinned_ref, base.pinned_ref, settings.platform, settings.ca_bundle)
     tag = context.content_tag()
     uri = f"{host}/{repository}:{tag}"
     logger.info("Image of %s: %s (base %s)", flow_name, uri, base.pinned_ref)
 
-    region = settings.aws_region
-    logins = RegistryLoginCache(lambda: ecr.get_registry_login(region))
+    # A tag in the registry implies its repository, so the repository is checked only before a push.
+    logins = target.logins
     existing = registry.find_manifest_digest(host, repository, tag, logins.get())
     if existing is not None:
         logger.info("Registry has %s already (%s): no build, no push", uri, existing)
@@ -122,11 +149,16 @@ def build_and_push_image(flow: str) -> ImageResult:
         build_seconds = round(time.monotonic() - build_started, 2)
         logger.info("Built %s in %.1f s", uri, build_seconds)
         # After the build, so a flow that fails to build leaves no repository behind.
-        ensure_repository_task(region, repository, settings.image_keep_count)
+        ensure_repository_task(settings.aws_region, repository, settings.image_keep_count)
         push_started = time.monotonic()
         pushed = push_image_task(logins, f"{host}/{repository}", tag)
         logger.info(
-            "Pushed %s@%s (%d layers new, %d reused)", uri, pushed.digest, pushed.layers_pushed, pushed.layers_reused
+            "Pushed %s@%s (%d layers new, %d reused, %s)",
+            uri,
+            pushed.digest,
+            pushed.layers_pushed,
+            pushed.layers_reused,
+            format_bytes(pushed.bytes_pushed),
         )
         result = ImageResult(
             flow=flow_name,
@@ -138,13 +170,16 @@ def build_and_push_image(flow: str) -> ImageResult:
             pushed=True,
             layers_pushed=pushed.layers_pushed,
             layers_reused=pushed.layers_reused,
+            bytes_pushed=pushed.bytes_pushed,
             seconds=round(time.monotonic() - started, 2),
             platform=settings.platform,
             build_seconds=build_seconds,
             push_seconds=round(time.monotonic() - push_started, 2),
         )
-    result.size_bytes = compressed_size(uri, ecr.get_registry_login(settings.aws_region))
+    result.size_bytes = compressed_size(uri, logins.get())
     result.base_image = base.pinned_ref
+    if not artifact:
+        return result
     create_markdown_artifact(
         key=f"image-{flow_name.replace('_', '-')}",
         markdown=render_image_markdown(result, base.pinned_ref, settings.platform),
@@ -170,6 +205,7 @@ def render_image_markdown(result: ImageResult, base: str, platform: str) -> str:
             f"| platform | {platform} |",
             f"| size | {size} |",
             f"| layers pushed / reused | {result.layers_pushed} / {result.layers_reused} |",
+            f"| bytes pushed | {result.bytes_pushed} ({format_bytes(result.bytes_pushed)}) |",
             f"| build seconds | {result.build_seconds} |",
             f"| push seconds | {result.push_seconds} |",
             f"| total seconds | {result.seconds} |",

@@ -21,6 +21,7 @@ from meta_flows.build_image import ImageResult, build_and_push_image, render_ima
 from meta_flows.deploy_lock import deploy_lock
 from meta_flows.deployments import AppliedDeployment
 from meta_flows.errors import MetaFlowsError
+from meta_flows.images.progress import format_bytes
 from meta_flows.preflight import check_deploy_inputs, require_prefect_api
 from meta_flows.project import validate_flow_folder
 from meta_flows.register import register_deployment, render_deployment_markdown
@@ -128,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"digest:     {result.image.digest}")
     outcome = "built and pushed" if result.image.pushed else "already in the registry: not built, not pushed"
     print(f"outcome:    {outcome}")
+    if result.image.pushed:
+        print(
+            f"pushed:     {result.image.layers_pushed} layers, {format_bytes(result.image.bytes_pushed)} "
+            f"({result.image.layers_reused} layers already in the registry)"
+        )
     print(f"deployment: {result.deployment.full_name} ({result.deployment.action})")
     print(f"id:         {result.deployment.id}")
     print(f"link:       {result.deployment.url}")

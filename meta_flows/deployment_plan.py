@@ -67,6 +67,8 @@ def current_values(existing: Any) -> dict[str, Any]:
     values = {name: getattr(existing, name) for name in COMPARED_FIELDS}
     values["tags"] = sorted(existing.tags)
     values["pull_steps"] = existing.pull_steps or []
+    # No description is sent as "" (see _create), which the server returns as it is.
+    values["description"] = existing.description or None
     return values
 
 
@@ -109,7 +111,8 @@ def _create(client: SyncPrefectClient, plan: DeploymentPlan) -> UUID:
         version=desired.version,
         schedules=[schedule_create(op) for op in plan.schedule_operations],
         parameters=desired.parameters,
-        description=desired.description,
+        # Prefect 3.9.1 stores a None description as the text "None", so none is sent as "".
+        description=desired.description or "",
         work_queue_name=desired.work_queue_name,
         work_pool_name=desired.work_pool_name,
         tags=desired.tags,
@@ -127,7 +130,7 @@ def _update(client: SyncPrefectClient, plan: DeploymentPlan, deployment_id: UUID
         # `schedules` stays unset, so the server leaves the schedules to the calls below.
         update = DeploymentUpdate(
             version=desired.version,
-            description=desired.description,
+            description=desired.description or "",
             parameters=desired.parameters,
             tags=desired.tags,
             work_queue_name=desired.work_queue_name,

@@ -11,17 +11,19 @@ import re
 from typing import Any
 from uuid import UUID
 
-from prefect_aws.workers.ecs_worker import ECSWorker
-
 from blocks.ecs_task_settings import EcsTaskSettings
 from meta_flows.errors import FlowSpecError, JobTemplateError
 
-# Job variables a prefect.yaml entry must not set: build-and-push-image sets the image.
-RESERVED_JOB_VARIABLES = {"image"}
+# Job variables a prefect.yaml entry must not set, and the meta-flow that sets each one. The
+# family is the task definition family that register-deployment registers (task_definitions.py).
+RESERVED_JOB_VARIABLES = {"image": "build-and-push-image", "family": "register-deployment"}
 PLACEHOLDER = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
 
 
 def default_ecs_template() -> dict[str, Any]:
+    # Imported here: prefect_aws takes about a second to import, and only bootstrap needs it.
+    from prefect_aws.workers.ecs_worker import ECSWorker
+
     return copy.deepcopy(ECSWorker.get_default_base_job_template())
 
 
@@ -63,6 +65,9 @@ def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUI
     for name, value in defaults.items():
         if value is not None:
             properties[name]["default"] = value
+    # The worker reuses the latest revision of the family when it is equal, instead of
+    # registering one more revision after each worker start.
+    properties["match_latest_revision_in_family"]["default"] = True
 
     task_definition = template["job_configuration"]["task_definition"]
     add_container_secrets(properties, task_definition)
@@ -187,11 +192,11 @@ def validate_job_variables(deployment: str, job_variables: dict[str, Any], templ
             f"deployment {deployment!r}: job variable keys {dotted} contain '.'; write nested values "
             "as YAML mappings, e.g. env: {FOO: bar}"
         )
-    reserved = sorted(RESERVED_JOB_VARIABLES & set(job_variables))
+    reserved = sorted(set(RESERVED_JOB_VARIABLES) & set(job_variables))
     if reserved:
         raise FlowSpecError(
-            f"deployment {deployment!r}: job variable {reserved[0]!r} is set by build-and-push-image; "
-            "remove it from prefect.yaml"
+            f"deployment {deployment!r}: job variable {reserved[0]!r} is set by "
+            f"{RESERVED_JOB_VARIABLES[reserved[0]]}; remove it from prefect.yaml"
         )
     if "task_definition_arn" in job_variables:
         raise FlowSpecError(

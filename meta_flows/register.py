@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -28,6 +29,7 @@ from meta_flows.pool_template import validate_job_variables
 from meta_flows.prefect_api import check_prefect_api
 from meta_flows.project import find_flow_spec
 from meta_flows.settings import load_settings
+from meta_flows.task_definitions import ensure_task_definition, family_for, needs_deployment_id, render_task_definition
 
 IMAGE_PATTERN = re.compile(r"^[a-z0-9.:\[\]-]+(?:/[a-z0-9._-]+)+(?::[A-Za-z0-9_.-]{1,128}|@sha256:[a-f0-9]{64})$")
 
@@ -47,6 +49,15 @@ def register_deployment(flow: str, image: str, dry_run: bool = False) -> Applied
         flow: Folder of flows/ to register.
         image: Image address with tag or digest, as build-and-push-image returns it.
         dry_run: Compute and show the differences only; write nothing.
+    """
+    return register(flow, image, dry_run=dry_run)
+
+
+def register(flow: str, image: str, dry_run: bool = False, artifact: bool = True) -> AppliedDeployment:
+    """Register one flow's deployment inside the current flow or task run.
+
+    deploy-all-flows calls this from its tasks, since a subflow per flow costs about a second,
+    and leaves out the per-deployment artifact, since its summary artifact lists every one.
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -68,6 +79,7 @@ def register_deployment(flow: str, image: str, dry_run: bool = False) -> Applied
                 f"work pool {settings.work_pool!r} not found: run `python -m meta_flows.bootstrap` first"
             ) from None
         validate_job_variables(spec.name, spec.job_variables, pool.base_job_template)
+        job_variables = {**spec.job_variables, "image": image}
         desired = build_desired(
             settings.project_root,
             spec,
@@ -75,9 +87,17 @@ def register_deployment(flow: str, image: str, dry_run: bool = False) -> Applied
             work_pool_name=settings.work_pool,
             work_queue_name=settings.work_queue,
             working_directory=flow_workdir(flow),
-            job_variables={**spec.job_variables, "image": image},
+            job_variables=job_variables,
             version=image_version(image),
         )
+        task_definition = prepare_task_definition(
+            settings.work_pool, pool.base_job_template, job_variables, settings.aws_region
+        )
+        if task_definition is not None:
+            desired.job_variables["family"] = task_definition["family"]
+            if not dry_run:
+                registered = ensure_task_definition(settings.aws_region, task_definition, logger)
+                logger.info("ECS task definition %s: %s", registered.arn, registered.action)
         plan = plan_deployment(client, desired)
         if plan.changes:
             logger.info("Changes against %s: %s", desired.full_name, ", ".join(c.path for c in plan.changes))
@@ -97,6 +117,8 @@ def register_deployment(flow: str, image: str, dry_run: bool = False) -> Applied
     else:
         changed = ", ".join(applied.changed_fields) or "new"
         logger.info("Deployment %s %s (%s): %s", applied.full_name, applied.action, changed, applied.url)
+    if not artifact:
+        return applied
     create_markdown_artifact(
         key=f"deployment-{flow.replace('_', '-')}",
         markdown=render_deployment_markdown(applied, image),
@@ -109,6 +131,23 @@ def current_flow_run_id() -> str | None:
     """Return the id of the running flow run, for the history entry; None outside a run."""
     flow_run_id = prefect_runtime_flow_run.get_id()
     return str(flow_run_id) if flow_run_id else None
+
+
+def prepare_task_definition(
+    work_pool: str, base_job_template: dict[str, Any], job_variables: dict[str, Any], region: str
+) -> dict[str, Any] | None:
+    """Render the deployment's task definition with its content-named family, or return None.
+
+    None means the worker's task definition depends on the deployment id, so the worker
+    registers it itself on the first run.
+    """
+    if needs_deployment_id(job_variables, base_job_template):
+        # NOTE: with CloudWatch logs on and no cloudwatch_logs_prefix, each deployment keeps
+        # the worker's own family and registers once per worker start.
+        return None
+    task_definition = render_task_definition(base_job_template, job_variables, region)
+    task_definition["family"] = family_for(work_pool, task_definition)
+    return task_definition
 
 
 def render_deployment_markdown(applied: AppliedDeployment, image: str, title: str = "Deployment") -> str:

@@ -12,6 +12,10 @@ stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"
 # chromium: the end-to-end test of the Prefect UI drives it headless.
 packages=(docker.io docker-registry debootstrap apache2-utils chromium)
+# PostgreSQL only for a stack whose Prefect server runs on it (DEVSTACK_PREFECT_DB=postgres).
+if [[ "${DEVSTACK_PREFECT_DB:-sqlite}" == "postgres" ]]; then
+    packages+=(postgresql)
+fi
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then

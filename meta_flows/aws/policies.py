@@ -148,12 +148,15 @@ def worker_policy(scope: PolicyScope) -> Policy:
 
 
 def deployer_policy(scope: PolicyScope) -> Policy:
-    """Build the deployer policy: push to the flows' repositories, watch smoke runs' tasks.
+    """Build the deployer policy: push to the flows' repositories, register task definitions, watch smoke runs.
 
-    Registering deployments is a Prefect API call, so it needs no AWS permission.
+    Registering deployments is a Prefect API call, so it needs no AWS permission. The task
+    definition of each deployment is registered at deploy time, which needs PassRole on its roles.
     """
     return _policy(
         _allow("Identity", ["sts:GetCallerIdentity"], "*"),
+        _allow("TaskDefinitions", ["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"], "*"),
+        _allow("PassTaskRoles", ["iam:PassRole"], [scope.execution_role_arn, scope.task_role_arn]),
         _allow("WatchSmokeRuns", ["ecs:DescribeTasks"], scope.arn("ecs", f"task/{scope.cluster_name}/*")),
         _allow("RegistryLogin", ["ecr:GetAuthorizationToken"], "*"),
         _allow(

@@ -28,9 +28,12 @@ class BaseImage:
 
 @dataclass(frozen=True)
 class PushResult:
+    """The pushed manifest's digest, the layer counts, and the compressed bytes uploaded."""
+
     digest: str
     layers_pushed: int
     layers_reused: int
+    bytes_pushed: int = 0
 
 
 def connect_engine() -> docker.DockerClient:
@@ -135,13 +138,19 @@ def push_image(
     digest = None
     pushed: set[str] = set()
     reused: set[str] = set()
+    layer_sizes: dict[str, int] = {}
     try:
         for chunk in client.api.push(repository, tag=tag, auth_config=auth, stream=True, decode=True):
             if on_progress is not None:
                 on_progress(chunk)
             status = str(chunk.get("status", ""))
             layer = str(chunk.get("id", ""))
-            if status == "Pushed":
+            if status == "Pushing":
+                # progressDetail.total is the compressed size of the layer being uploaded.
+                total = (chunk.get("progressDetail") or {}).get("total")
+                if isinstance(total, int):
+                    layer_sizes[layer] = max(total, layer_sizes.get(layer, 0))
+            elif status == "Pushed":
                 pushed.add(layer)
                 on_line(f"layer {layer} pushed")
             elif status == "Layer already exists":
@@ -154,4 +163,9 @@ def push_image(
         raise RegistryError(f"push of {repository}:{tag} failed: {exc}") from exc
     if digest is None:
         raise RegistryError(f"push of {repository}:{tag} ended without a digest from the registry")
-    return PushResult(digest=digest, layers_pushed=len(pushed), layers_reused=len(reused))
+    return PushResult(
+        digest=digest,
+        layers_pushed=len(pushed),
+        layers_reused=len(reused),
+        bytes_pushed=sum(layer_sizes.get(layer, 0) for layer in pushed),
+    )

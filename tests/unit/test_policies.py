@@ -100,4 +100,7 @@ def test_deployer_policy_pushes_to_its_repositories_only() -> None:
     assert statements["PushFlowImages"]["Resource"] == "arn:aws:ecr:eu-west-1:123456789012:repository/team-flows/*"
     assert "ecr:PutImage" in statements["PushFlowImages"]["Action"]
     assert "ecr:DeleteRepository" not in statements["PushFlowImages"]["Action"]
-    assert not any(a.startswith("iam:") for s in statements.values() for a in s["Action"])
+    iam_actions = {a for s in statements.values() for a in s["Action"] if a.startswith("iam:")}
+    assert iam_actions == {"iam:PassRole"}
+    assert "*" not in statements["PassTaskRoles"]["Resource"]
+    assert all(":role/" in arn for arn in statements["PassTaskRoles"]["Resource"])

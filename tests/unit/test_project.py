@@ -134,6 +134,7 @@ def test_unknown_prefect_yaml_key_is_rejected(project: Path) -> None:
     [
         ({"env.FOO": "1"}, "contain '.'"),
         ({"image": "x"}, "'image' is set by build-and-push-image"),
+        ({"family": "x"}, "'family' is set by register-deployment"),
         ({"cpus": 1}, "unknown job variables ['cpus']"),
     ],
 )

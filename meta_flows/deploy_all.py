@@ -1,0 +1,206 @@
+"""Flow "deploy-all-flows": every flow of flows/ built, pushed and registered in one flow run.
+
+Each flow is one task, not a subflow: a subflow costs about a second of Prefect bookkeeping,
+a task little. At most `concurrency` flows are in progress at once, so builds and pushes
+overlap in the Docker engine. A flow that fails leaves the others running, and the summary
+artifact names each failed flow and its error.
+
+Start it from the UI, with `prefect deployment run 'deploy-all-flows/default'`, or locally with
+`python -m meta_flows.deploy_all [--concurrency N] [FLOW ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
+
+from meta_flows.build_image import ImageTarget, build_and_push, format_bytes, prepare_image_target
+from meta_flows.deploy_lock import deploy_lock
+from meta_flows.errors import MetaFlowsError
+from meta_flows.project import list_flow_folders, validate_flow_folder
+from meta_flows.register import register
+from meta_flows.settings import load_settings
+
+MAX_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = 4
+
+
+class FlowOutcome(BaseModel):
+    """Outcome of deploying one flow: its image and deployment, or the error that stopped it."""
+
+    flow: str
+    status: Literal["deployed", "failed"]
+    image: str = ""
+    pushed: bool = False
+    bytes_pushed: int = 0
+    deployment: str = ""
+    deployment_action: str = ""
+    error: str = ""
+    seconds: float = 0.0
+
+
+class DeployAllFailed(MetaFlowsError):
+    """Some flows failed to deploy; the message is the summary table."""
+
+
+@task(name="deploy-one-flow", task_run_name="deploy-{flow}", cache_policy=NO_CACHE)
+def deploy_one_flow(flow: str, target: ImageTarget) -> FlowOutcome:
+    """Build, push and register one flow; a failure becomes a `failed` outcome with its reason."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    try:
+        # The same lock as deploy-flow's, so a deploy-flow run of this flow waits, and the reverse.
+        with deploy_lock(target.settings.repository_name(flow)):
+            image = build_and_push(flow, target, artifact=False)
+            deployment = register(flow, image.uri, artifact=False)
+    except MetaFlowsError as exc:
+        logger.error("Deploying %s failed: %s", flow, exc)
+        return FlowOutcome(flow=flow, status="failed", error=str(exc), seconds=round(time.monotonic() - started, 2))
+    return FlowOutcome(
+        flow=flow,
+        status="deployed",
+        image=image.uri,
+        pushed=image.pushed,
+        bytes_pushed=image.bytes_pushed,
+        deployment=deployment.full_name,
+        deployment_action=deployment.action,
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+def validate_concurrency(concurrency: int) -> int:
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise MetaFlowsError(
+            f"concurrency {concurrency} is out of range: use 1 to {MAX_CONCURRENCY} flows deployed at once"
+        )
+    return concurrency
+
+
+def select_flows(flows: list[str] | None) -> list[str]:
+    """Return the flow folders to deploy, all of flows/ when none are named; validates each."""
+    root = load_settings().project_root
+    selected = list(dict.fromkeys(flows)) if flows else list_flow_folders(root)
+    for name in selected:
+        validate_flow_folder(root, name)
+    if not selected:
+        raise MetaFlowsError(f"no flow folders found in {root / 'flows'}: add one, or name the flows to deploy")
+    return selected
+
+
+def outcome_of(flow_name: str, future: PrefectFuture[FlowOutcome]) -> FlowOutcome:
+    """Return the task's outcome; a crash outside MetaFlowsError also becomes a failed outcome."""
+    state = future.wait() or future.state
+    if state.is_completed():
+        return future.result()
+    return FlowOutcome(flow=flow_name, status="failed", error=state.message or state.name or "task did not complete")
+
+
+@flow(name="deploy-all-flows")
+def deploy_all_flows(flows: list[str] | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> list[FlowOutcome]:
+    """Deploy every flow of flows/ (or the named ones), at most `concurrency` at a time.
+
+    Args:
+        flows: Folders of flows/ to deploy; all of them when empty.
+        concurrency: How many flows are built, pushed and registered at once (1 to 32).
+    """
+    logger = get_run_logger()
+    validate_concurrency(concurrency)
+    selected = select_flows(flows)
+    logger.info("Deploying %d flows, %d at a time: %s", len(selected), concurrency, ", ".join(selected))
+
+    target = prepare_image_target(load_settings())
+
+    runner: Any
+    with ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+        futures: list[tuple[str, PrefectFuture[FlowOutcome]]] = [
+            (name, runner.submit(deploy_one_flow, parameters={"flow": name, "target": target})) for name in selected
+        ]
+        outcomes = [outcome_of(name, future) for name, future in futures]
+
+    summary = render_summary_markdown(outcomes)
+    create_markdown_artifact(key="deploy-all-flows", markdown=summary, description="Deploy of every flow")
+    failed = [o for o in outcomes if o.status == "failed"]
+    logger.info("Deployed %d of %d flows", len(outcomes) - len(failed), len(outcomes))
+    if failed:
+        raise DeployAllFailed(render_summary_text(outcomes))
+    return outcomes
+
+
+def render_summary_markdown(outcomes: list[FlowOutcome]) -> str:
+    """Render the summary artifact: one row per flow, failures first, with the error."""
+    ordered = sorted(outcomes, key=lambda o: (o.status != "failed", o.flow))
+    failed = sum(o.status == "failed" for o in outcomes)
+    lines = [
+        "# Deploy of every flow",
+        "",
+        f"{len(outcomes) - failed} deployed, {failed} failed.",
+        "",
+        "| flow | status | image | pushed | deployment | seconds | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for o in ordered:
+        if o.pushed:
+            pushed = format_bytes(o.bytes_pushed)
+        elif o.status == "deployed":
+            pushed = "no (unchanged)"
+        else:
+            pushed = "-"
+        deployment = f"{o.deployment} ({o.deployment_action})" if o.deployment else "-"
+        error = o.error.replace("|", "\\|").replace("\n", " ") or "-"
+        image = f"`{o.image}`" if o.image else "-"
+        lines.append(f"| {o.flow} | {o.status} | {image} | {pushed} | {deployment} | {o.seconds} | {error} |")
+    return "\n".join(lines)
+
+
+def render_summary_text(outcomes: list[FlowOutcome]) -> str:
+    """Render the summary for a terminal: one line per flow, the error's first line when failed."""
+    width = max(len(o.flow) for o in outcomes)
+    lines = []
+    for o in sorted(outcomes, key=lambda o: o.flow):
+        if o.status == "failed":
+            detail = o.error.splitlines()[0] if o.error else ""
+        else:
+            pushed = f"pushed {format_bytes(o.bytes_pushed)}" if o.pushed else "image unchanged"
+            detail = f"{pushed}, deployment {o.deployment} {o.deployment_action}"
+        lines.append(f"{o.flow:<{width}}  {o.status:<8}  {detail}")
+    failed = sum(o.status == "failed" for o in outcomes)
+    lines.append(f"{len(outcomes) - failed} deployed, {failed} failed")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m meta_flows.deploy_all",
+        description="Build, push and register every flow of flows/ (or the named ones) in one flow run.",
+    )
+    parser.add_argument("flows", nargs="*", help="folders of flows/ to deploy; all when none are given")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"flows deployed at once, 1 to {MAX_CONCURRENCY} (default {DEFAULT_CONCURRENCY})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        outcomes = deploy_all_flows(flows=args.flows or None, concurrency=args.concurrency)
+    except DeployAllFailed as exc:
+        print(str(exc))
+        return 1
+    except MetaFlowsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(render_summary_text(outcomes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
