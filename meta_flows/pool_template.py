@@ -116,6 +116,10 @@ def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUI
             "awslogs-region": settings.log_region or "",
             "awslogs-create-group": "false",
         }
+        # A fixed stream prefix: the worker's default prefix names the deployment id, which would
+        # make every deployment's task definition unknowable before it exists (task_definitions.py).
+        # Streams stay unique, since ECS appends the container name and task id to the prefix.
+        properties["cloudwatch_logs_prefix"]["default"] = "prefect-flows"
     validate_template(template)
     return template
 

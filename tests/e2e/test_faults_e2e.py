@@ -136,6 +136,21 @@ def test_unreachable_services_named(session: dict[str, Any]) -> None:
     assert after == before, describe_difference(before, after)
 
 
+def test_deploy_family_contention_retried(session: dict[str, Any], faults: FaultProxy) -> None:
+    env = session["env"]
+    faults.add_rule(action("RegisterTaskDefinition"), aws_json_error("ClientException", CONTENTION))
+
+    result = run_command(
+        [sys.executable, "-m", "meta_flows.deploy", "hello"], {**env, "AWS_ENDPOINT_URL": f"http://{faults.address}"}
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    reason = re.escape("ClientException (concurrent revisions of one task definition family)")
+    assert re.search(RETRY_LINE.format(action="ecs:RegisterTaskDefinition", reason=reason, attempt=2), output), output
+    assert sum(1 for r in faults.requests if r.aws_action == "RegisterTaskDefinition") == 2
+
+
 def test_bootstrap_killed_halfway_rerun_completes(stack_env: dict[str, str], faults: FaultProxy) -> None:
     env, suffix = session_env(stack_env, "kil")
     faults.add_rule(action("CreateRepository"), hold())
@@ -164,7 +179,8 @@ def test_bootstrap_killed_halfway_rerun_completes(stack_env: dict[str, str], fau
     prefix = env["META_FLOWS_REPOSITORY_PREFIX"]
     assert final["aws"]["clusters"] == halfway["aws"]["clusters"]
     assert len(final["aws"]["clusters"]) == 1
-    assert final["aws"]["roles"] == [f"{env['META_FLOWS_CLUSTER']}-execution"]
+    cluster = env["META_FLOWS_CLUSTER"]
+    assert final["aws"]["roles"] == sorted(f"{cluster}-{role}" for role in ("execution", "task", "worker"))
     assert final["aws"]["repositories"] == [f"{prefix}/hello", f"{prefix}/report"]
     assert sorted(final["prefect"]["pools"]) == sorted([env["META_FLOWS_WORK_POOL"], env["META_FLOWS_DEPLOYER_POOL"]])
     assert [name for name, *_ in final["prefect"]["blocks"]] == sorted(
@@ -205,7 +221,7 @@ def test_push_cut_halfway_rerun_reuses_layers(session: dict[str, Any], tmp_path:
     assert "deployment:" not in first
     assert second_code == 0, second
     assert "outcome:    built and pushed" in second
-    assert re.search(r"Pushed \S+ \(0 layers new, [1-9]\d* reused\)", second), second
+    assert re.search(r"Pushed \S+ \(0 layers new, [1-9]\d* reused", second), second
 
 
 LOCK_LINE = re.compile(r"(Acquired|Releasing) deploy lock (\S+)")
