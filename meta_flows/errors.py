@@ -1,4 +1,4 @@
-"""Errors the meta-flows raise on purpose: each says what failed, why, and what to do next."""
+"""Errors the meta-flows raise on purpose; each message states what failed, why, and what to do next."""
 
 
 class MetaFlowsError(Exception):

@@ -73,7 +73,7 @@ def build_base_job_template(settings: EcsTaskSettings, credentials_block_id: UUI
     add_container_secrets(properties, task_definition)
     container = task_definition["containerDefinitions"][0]
     if settings.container_memory is not None:
-        # A hard memory limit on the flow container; it also lets moto run Fargate tasks, since
+        # A hard memory limit on the flow container. It also lets moto run Fargate tasks, because
         # moto 5.2.5's RunTask fails when memory is set at task level only.
         add_variable(
             template,

@@ -1,4 +1,4 @@
-"""What a meta-flow did to each resource, and its Markdown rendering for artifacts."""
+"""Results of a meta-flow per resource, and their Markdown rendering for artifacts."""
 
 from __future__ import annotations
 

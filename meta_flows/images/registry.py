@@ -1,7 +1,7 @@
 """Questions to a registry through its own HTTP API (the OCI distribution API, served by ECR too).
 
-The emulator's ECR never sees pushes to the local registry, so `ecr:DescribeImages` cannot say
-whether a tag exists; the registry itself can, on AWS and locally alike.
+The emulator's ECR never receives pushes to the local registry, so `ecr:DescribeImages` cannot
+tell whether a tag exists. The registry itself can, on AWS and locally alike.
 """
 
 from __future__ import annotations
@@ -55,5 +55,5 @@ def find_manifest_digest(host: str, repository: str, tag: str, login: RegistryLo
             "that META_FLOWS_REGISTRY_HOST is the registry of this account and region"
         )
     if reply.status_code != 200:
-        raise RegistryError(f"registry {host} answered HTTP {reply.status_code} for {repository}:{tag}")
+        raise RegistryError(f"registry {host} returned HTTP {reply.status_code} for {repository}:{tag}")
     return reply.headers.get("Docker-Content-Digest")
