@@ -259,7 +259,7 @@ def prefect_env(paths: StackPaths) -> dict[str, str]:
 def prepare_prefect(paths: StackPaths) -> None:
     paths.prefect_home.mkdir(parents=True, exist_ok=True)
     if postgres.prefect_database() == "postgres":
-        # Services start together; the Prefect server exits when its database does not answer.
+        # Services start together; the Prefect server exits when its database does not respond.
         postgres.wait_until_ready(postgres.postgres_port())
 
 

@@ -91,7 +91,7 @@ def build_and_push_image(flow: str) -> ImageResult:
 
 @dataclass(frozen=True)
 class ImageTarget:
-    """What every image of one deploy shares: settings, registry host and login, pinned base image."""
+    """Inputs every image of one deploy shares: settings, registry host and login, pinned base image."""
 
     settings: Settings
     host: str

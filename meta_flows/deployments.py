@@ -50,7 +50,7 @@ class DesiredDeployment(BaseModel):
 class AppliedDeployment(BaseModel):
     """The outcome of an apply: the deployment's id, its UI link, and what changed.
 
-    In a dry run `action` says what the apply would do, and nothing was written.
+    In a dry run `action` is what the apply would do, and nothing was written.
     """
 
     id: UUID | None

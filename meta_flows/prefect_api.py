@@ -24,7 +24,7 @@ def require_api_url() -> str:
 
 
 def check_prefect_api(client: SyncPrefectClient) -> None:
-    """Raise PrefectApiError naming PREFECT_API_URL when the API does not answer its health check."""
+    """Raise PrefectApiError naming PREFECT_API_URL when the API fails its health check."""
     url = require_api_url()
     failure = client.api_healthcheck()
     if failure is not None:

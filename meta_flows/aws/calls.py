@@ -25,7 +25,7 @@ def call(action: str, method: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 def lookup(action: str, missing_codes: set[str], method: Callable[..., Any], **kwargs: Any) -> Any | None:
-    """Call a read; return None when AWS answers with one of `missing_codes`."""
+    """Call a read; return None when AWS returns one of the error codes in `missing_codes`."""
     try:
         return method(**kwargs)
     except ClientError as exc:

@@ -44,7 +44,7 @@ THROTTLING_CODES = frozenset(
     }
 )
 TRANSIENT_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
-# ECS answers concurrent RegisterTaskDefinition calls of one family with the generic code
+# ECS rejects concurrent RegisterTaskDefinition calls of one family with the generic code
 # ClientException; only its message tells it apart from a real client error, so this is the
 # one place where a message is matched.
 ECS_FAMILY_CONTENTION_MESSAGE = "Too many concurrent attempts to create a new revision"

@@ -81,7 +81,7 @@ SERVER_BUSY_SECONDS = 60
 
 
 def api_post(env: dict[str, str], path: str, body: dict[str, Any]) -> Any:
-    """POST to the Prefect API, repeating while the shared server answers 503 (busy), up to a deadline."""
+    """POST to the Prefect API, repeating while the shared server returns 503 (busy), up to a deadline."""
     deadline = time.monotonic() + SERVER_BUSY_SECONDS
     while True:
         reply = requests.post(f"{env['PREFECT_API_URL']}{path}", json=body, timeout=30)
