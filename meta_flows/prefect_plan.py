@@ -79,12 +79,13 @@ def plan_pool(
 
         return Step(kind, name, "create", "", create)
 
-    if MANAGED_MARKER not in (existing.description or ""):
-        return Step(kind, name, "foreign", "not created by this project: used as it is")
+    # A pool of the wrong type cannot be used, whoever created it.
     if existing.type != pool_type:
         raise ForeignResourceError(
             f"work pool {name!r} has type {existing.type!r}, not {pool_type!r}: choose another pool name"
         )
+    if MANAGED_MARKER not in (existing.description or ""):
+        return Step(kind, name, "foreign", "not created by this project: used as it is")
     if _same_template(existing.base_job_template, template()):
         return Step(kind, name, "unchanged")
 
