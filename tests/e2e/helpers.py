@@ -37,6 +37,49 @@ def wait_for_final_state(env: dict[str, str], flow_run_id: str, timeout: float) 
     raise AssertionError(f"flow run {flow_run_id} not final after {timeout} s: {flow_run.get('state_type')}")
 
 
+def flow_run_logs(env: dict[str, str], flow_run_id: str) -> list[dict[str, Any]]:
+    """Every log line the server holds for one flow run, oldest first."""
+    logs: list[dict[str, Any]] = []
+    while True:
+        reply = requests.post(
+            f"{env['PREFECT_API_URL']}/logs/filter",
+            json={
+                "logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                "sort": "TIMESTAMP_ASC",
+                "limit": 200,
+                "offset": len(logs),
+            },
+            timeout=30,
+        )
+        reply.raise_for_status()
+        page = reply.json()
+        logs += page
+        if len(page) < 200:
+            return logs
+
+
+def wait_for_flow_run_logs(
+    env: dict[str, str], flow_run_id: str, needles: list[str], timeout: float
+) -> list[dict[str, Any]]:
+    """Poll the flow run's logs until every needle appears in some line; return them all.
+
+    A flow run's final state can reach the server before the run's last log batch does, so a
+    test that reads logs right after the final state must wait for the lines it needs.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = flow_run_logs(env, flow_run_id)
+        text = "\n".join(log["message"] for log in logs)
+        missing = [needle for needle in needles if needle not in text]
+        if not missing:
+            return logs
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"flow run {flow_run_id}: no log line with {missing} after {timeout} s:\n{text[-3000:]}"
+            )
+        time.sleep(0.5)
+
+
 def create_flow_run(env: dict[str, str], deployment_id: str, parameters: dict[str, Any]) -> str:
     reply = requests.post(
         f"{env['PREFECT_API_URL']}/deployments/{deployment_id}/create_flow_run",

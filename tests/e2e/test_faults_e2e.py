@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import PROJECT_ROOT, run_command
-from tests.e2e.helpers import wait_for_final_state
+from tests.e2e.helpers import wait_for_final_state, wait_for_flow_run_logs
 from tests.e2e.reliability_support import api_post, bootstrap, copy_project, deploy, flow_files, session_env
 from tests.support.fault_proxy import FaultProxy, Request, aws_json_error, aws_query_error, cut_body, hold
 from tests.support.snapshot import describe_difference, take_snapshot
@@ -228,14 +228,10 @@ LOCK_LINE = re.compile(r"(Acquired|Releasing) deploy lock (\S+)")
 
 
 def lock_times(env: dict[str, str], flow_run_id: str) -> dict[str, datetime]:
-    reply = requests.post(
-        f"{env['PREFECT_API_URL']}/logs/filter",
-        json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200},
-        timeout=10,
-    )
-    reply.raise_for_status()
+    # The run's final state can reach the server before its last log lines do.
+    logs = wait_for_flow_run_logs(env, flow_run_id, ["Acquired deploy lock", "Releasing deploy lock"], 120)
     times = {}
-    for log in reply.json():
+    for log in logs:
         match = LOCK_LINE.search(log["message"])
         if match:
             times[match.group(1)] = datetime.fromisoformat(log["timestamp"])
@@ -269,6 +265,9 @@ def test_concurrent_deploys_of_one_flow_serialised(session: dict[str, Any], tmp_
             for _ in range(2)
         ]
         finals = [wait_for_final_state(env, run, DEPLOY_TIMEOUT) for run in runs]
+        # Read the lock lines while the worker, and so the runs' processes, still live.
+        completed = all(f["state_type"] == "COMPLETED" for f in finals)
+        times = [lock_times(env, run) for run in runs] if completed else []
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -277,7 +276,7 @@ def test_concurrent_deploys_of_one_flow_serialised(session: dict[str, Any], tmp_
     assert [f["state_type"] for f in finals] == ["COMPLETED", "COMPLETED"], (
         tmp_path / "deployer-worker.log"
     ).read_text()
-    first, second = sorted((lock_times(env, run) for run in runs), key=lambda t: t["Acquired"])
+    first, second = sorted(times, key=lambda t: t["Acquired"])
     assert first["Releasing"] <= second["Acquired"]
     repository = f"{env['META_FLOWS_REPOSITORY_PREFIX']}/lockdemo"
     tags = requests.get(

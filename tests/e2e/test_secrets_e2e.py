@@ -34,7 +34,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import PROJECT_ROOT, WORKER_START_SECONDS, pool_has_worker, run_command, wait_for
-from tests.e2e.helpers import create_flow_run, read_deployment, wait_for_final_state
+from tests.e2e.helpers import create_flow_run, read_deployment, wait_for_final_state, wait_for_flow_run_logs
 from tests.e2e.reliability_support import copy_project, session_env
 from tests.support.docker_recorder import DockerRecorder
 from tests.support.fault_proxy import FaultProxy
@@ -164,6 +164,13 @@ def planted(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
         worker_log = workdir / "ecs-worker.log"
         flow_run = run_canary_flow(env, worker_log)
+        # The final state can reach the server before the run's last log batch: wait for the
+        # engine's closing line, so the log scans below see every line the run wrote.
+        run_logs = (
+            wait_for_flow_run_logs(env, flow_run["id"], ["received flow secret", "Finished in state"], 120)
+            if flow_run["state_type"] == "COMPLETED"
+            else []
+        )
         yield {
             "env": env,
             "suffix": suffix,
@@ -173,6 +180,7 @@ def planted(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             "outputs": [o.stdout + o.stderr for o in outputs],
             "worker_log": worker_log.read_text(),
             "flow_run": flow_run,
+            "run_logs": run_logs,
             "aws_requests": list(aws.requests),
             "recorder": recorder,
             "sampler": sampler,
@@ -228,10 +236,8 @@ def all_canaries(planted: dict[str, Any]) -> dict[str, str]:
 
 
 def test_flow_received_secrets_by_arn(planted: dict[str, Any]) -> None:
-    env = planted["env"]
     flow_run = planted["flow_run"]
-    logs = everything_from_server(env, "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
-    messages = "\n".join(log["message"] for log in logs)
+    messages = "\n".join(log["message"] for log in planted["run_logs"])
 
     assert flow_run["state_type"] == "COMPLETED", planted["worker_log"][-3000:]
     secret = fingerprint(planted["canaries"]["flow secret"])
