@@ -1,42 +1,114 @@
-"""Dev only: an HTTP proxy in front of the AWS emulator that throttles RegisterTaskDefinition.
+"""Dev only: a fault-injecting HTTP proxy in front of the AWS emulator or the registry.
 
-moto never throttles, so a test that claims "no registration throttling" proves nothing against
-it alone. This proxy forwards every request to the emulator unchanged, except ECS
-RegisterTaskDefinition calls, which it limits the way ECS does:
+moto never fails a call and never throttles, so tests that claim "retried" or "not throttled"
+prove nothing against it alone. The proxy forwards to one upstream on 127.0.0.1 and records
+every request, with two ways to make it fail:
 
-- a token bucket per proxy, as ECS keeps one per account and region: `rate` tokens a
-  second (ECS's sustained rate for RegisterTaskDefinition is one a second), at most `burst`
-  stored;
-- one registration in flight per family.
+- rules, set by a test in the same process: a predicate on the request, a fault (an answer such
+  as a throttling error, a request body cut off halfway, or a request held unanswered), and how
+  many times it fires;
+- a registration limiter that applies ECS's limits to RegisterTaskDefinition: a token bucket
+  per proxy, as ECS keeps one per account and region (ECS's sustained rate is one call a
+  second), and one registration in flight per family. A rejected call gets the
+  ClientException ECS returns then ("Too many concurrent attempts to create a new revision of
+  the specified family.").
 
-A rejected call gets the ClientException ECS returns in that case ("Too many concurrent
-attempts to create a new revision of the specified family."). GET /_fault_proxy/stats returns
-the counts as JSON. Run: `python -m devstack.fault_proxy --port 5051`.
+GET /_fault_proxy/stats returns the limiter's counts as JSON. The server is threaded, binds
+127.0.0.1 only, and every socket has a timeout. From the command line it runs the limiter
+only: `python -m devstack.fault_proxy --port 5051`.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import http.client
 import json
 import logging
+import signal
+import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import requests
+from urllib.parse import parse_qs, urlsplit
 
 REGISTER_TARGET = "AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition"
 THROTTLE_MESSAGE = "Too many concurrent attempts to create a new revision of the specified family."
 STATS_PATH = "/_fault_proxy/stats"
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
-UPSTREAM_TIMEOUT_SECONDS = 60
+SOCKET_TIMEOUT_SECONDS = 120
+HOLD_TIMEOUT_SECONDS = 300
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 logger = logging.getLogger("devstack.fault_proxy")
+
+
+@dataclass
+class Request:
+    """One request as the proxy received it, body de-chunked."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def aws_action(self) -> str:
+        """Return the AWS API action: from X-Amz-Target (JSON protocols) or Action= (query protocol)."""
+        target = self.headers.get("x-amz-target", "")
+        if target:
+            return target.rpartition(".")[2]
+        if self.body and b"Action=" in self.body:
+            return parse_qs(self.body.decode(errors="replace")).get("Action", [""])[0]
+        return ""
+
+
+@dataclass
+class Fault:
+    """What to do instead of forwarding: answer (status, headers, body), cut the body, or hold."""
+
+    kind: str
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass
+class Rule:
+    """A fault for requests matching `match`, fired at most `times` times (None: every time)."""
+
+    match: Callable[[Request], bool]
+    fault: Fault
+    times: int | None = 1
+    fired: int = 0
+
+
+def aws_json_error(code: str, message: str, status: int = 400) -> Fault:
+    """Build an error in the AWS JSON 1.1 protocol shape that ECS and ECR use."""
+    body = json.dumps({"__type": code, "message": message}).encode()
+    headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": code}
+    return Fault("answer", status, headers, body)
+
+
+def aws_query_error(code: str, message: str, status: int = 400) -> Fault:
+    """Build an error in the AWS query protocol shape that STS and IAM use."""
+    kind = "Receiver" if status >= 500 else "Sender"
+    body = (
+        f"<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        "<RequestId>fault-proxy</RequestId></ErrorResponse>"
+    ).encode()
+    return Fault("answer", status, {"Content-Type": "text/xml"}, body)
+
+
+def cut_body() -> Fault:
+    """Read half of the request body, then close the connection without an answer."""
+    return Fault("cut")
+
+
+def hold() -> Fault:
+    """Keep the request waiting, unanswered, until the proxy stops."""
+    return Fault("hold")
 
 
 @dataclass
@@ -106,90 +178,191 @@ def family_of(body: bytes) -> str:
         return ""
 
 
-def make_handler(upstream: str, limiter: RegistrationLimiter) -> type[BaseHTTPRequestHandler]:
-    session = requests.Session()
-    session.trust_env = False  # the upstream is on loopback: never through a proxy from the environment
+def loopback_address(upstream: str) -> tuple[str, int]:
+    """Split `127.0.0.1:PORT` or `http://127.0.0.1:PORT` into host and port; reject other hosts."""
+    parts = urlsplit(upstream if "//" in upstream else f"//{upstream}")
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        raise ValueError(f"upstream {upstream} is not 127.0.0.1:PORT: the fault proxy forwards to loopback only")
+    return "127.0.0.1", parts.port
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
-            if self.path == STATS_PATH:
-                body = json.dumps(limiter.stats()).encode()
-                self.send(200, {"Content-Type": "application/json"}, body)
-                return
-            self.forward()
+class FaultProxy:
+    """The proxy server; use as a context manager, or call start() and stop().
 
-        def do_POST(self) -> None:  # noqa: N802
-            self.forward()
+    Port 0 binds a free port; `address` gives the one bound. With a `limiter`, the proxy applies
+    ECS's RegisterTaskDefinition limits to the requests that no rule answers.
+    """
 
-        def do_PUT(self) -> None:  # noqa: N802
-            self.forward()
+    def __init__(self, port: int, upstream: str, limiter: RegistrationLimiter | None = None) -> None:
+        self.upstream_host, self.upstream_port = loopback_address(upstream)
+        self.limiter = limiter
+        self.rules: list[Rule] = []
+        self.requests: list[Request] = []
+        self.held = threading.Event()
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"fault-proxy-{self.port}", daemon=True)
 
-        def do_DELETE(self) -> None:  # noqa: N802
-            self.forward()
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
-        def do_HEAD(self) -> None:  # noqa: N802
-            self.forward()
+    def add_rule(self, match: Callable[[Request], bool], fault: Fault, times: int | None = 1) -> Rule:
+        rule = Rule(match, fault, times)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
 
-        def forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if self.headers.get("X-Amz-Target") != REGISTER_TARGET:
-                self.send(*self.relay(body))
-                return
-            family = family_of(body)
-            if not limiter.admit(family):
-                logger.info("RegisterTaskDefinition of family %s throttled", family)
-                self.send(*throttle_reply())
-                return
-            try:
-                self.send(*self.relay(body))
-            finally:
-                limiter.release(family)
+    def clear_rules(self) -> None:
+        with self._lock:
+            self.rules.clear()
 
-        def relay(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            try:
-                reply = session.request(
-                    self.command, upstream + self.path, headers=headers, data=body, timeout=UPSTREAM_TIMEOUT_SECONDS
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, int]:
+        return self.limiter.stats() if self.limiter else {}
+
+    def _pick_fault(self, request: Request) -> Fault | None:
+        with self._lock:
+            self.requests.append(request)
+            for rule in self.rules:
+                if (rule.times is None or rule.fired < rule.times) and rule.match(request):
+                    rule.fired += 1
+                    return rule.fault
+        return None
+
+    def _rules_want_cut(self, request: Request) -> bool:
+        with self._lock:
+            return any(
+                rule.fault.kind == "cut" and (rule.times is None or rule.fired < rule.times) and rule.match(request)
+                for rule in self.rules
+            )
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = SOCKET_TIMEOUT_SECONDS
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+                logger.debug(format, *args)
+
+            def _read_body(self, limit: int | None = None) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    return self._read_chunked(limit)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length if limit is None else min(length, limit))
+
+            def _read_chunked(self, limit: int | None) -> bytes:
+                chunks: list[bytes] = []
+                total = 0
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                    total += size
+                    if limit is not None and total >= limit:
+                        return b"".join(chunks)
+
+            def _handle(self) -> None:
+                if self.command == "GET" and self.path == STATS_PATH:
+                    self._answer(200, {"Content-Type": "application/json"}, json.dumps(proxy.stats()).encode())
+                    return
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                expected = int(self.headers.get("Content-Length") or 0)
+                peek = Request(self.command, self.path, headers, b"")
+                if proxy._rules_want_cut(peek):
+                    self._read_body(limit=max(1, expected // 2) if expected else 1024)
+                    proxy._pick_fault(peek)
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                request = Request(self.command, self.path, headers, self._read_body())
+                fault = proxy._pick_fault(request)
+                if fault is not None and fault.kind == "hold":
+                    proxy.held.set()
+                    proxy._release.wait(HOLD_TIMEOUT_SECONDS)
+                    self.close_connection = True
+                    return
+                if fault is not None:
+                    self._answer(fault.status, fault.headers, fault.body)
+                    return
+                if proxy.limiter is not None and headers.get("x-amz-target") == REGISTER_TARGET:
+                    self._forward_registration(proxy.limiter, request)
+                    return
+                self._forward(request)
+
+            def _forward_registration(self, limiter: RegistrationLimiter, request: Request) -> None:
+                family = family_of(request.body)
+                if not limiter.admit(family):
+                    logger.info("RegisterTaskDefinition of family %s throttled", family)
+                    self._answer(*throttle_reply())
+                    return
+                try:
+                    self._forward(request)
+                finally:
+                    limiter.release(family)
+
+            def _forward(self, request: Request) -> None:
+                upstream = http.client.HTTPConnection(
+                    proxy.upstream_host, proxy.upstream_port, timeout=SOCKET_TIMEOUT_SECONDS
                 )
-            except requests.RequestException as exc:
-                logger.error("upstream %s failed for %s %s: %s", upstream, self.command, self.path, exc)
-                return 502, {"Content-Type": "text/plain"}, f"upstream failed: {exc}".encode()
-            reply_headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP}
-            return reply.status_code, reply_headers, reply.content
+                headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
+                headers["Content-Length"] = str(len(request.body))
+                try:
+                    upstream.request(request.method, request.path, body=request.body, headers=headers)
+                    reply = upstream.getresponse()
+                    body = reply.read()
+                    reply_headers = {k: v for k, v in reply.getheaders() if k.lower() not in HOP_BY_HOP}
+                except (OSError, http.client.HTTPException) as exc:
+                    logger.error(
+                        "upstream 127.0.0.1:%d failed for %s %s: %s",
+                        proxy.upstream_port,
+                        request.method,
+                        request.path,
+                        exc,
+                    )
+                    self._answer(502, {"Content-Type": "text/plain"}, f"upstream failed: {exc}".encode())
+                    return
+                finally:
+                    upstream.close()
+                self._answer(reply.status, reply_headers, body, head=request.method == "HEAD")
 
-        def send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            def _answer(self, status: int, headers: dict[str, str], body: bytes, head: bool = False) -> None:
+                self.send_response_only(status)
+                for name, value in headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                length = headers.get("Content-Length") or headers.get("content-length") if head else None
+                self.send_header("Content-Length", str(length if length is not None else len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-            logger.debug(format, *args)
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
-    return Handler
-
-
-def require_loopback(url: str) -> None:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-        raise SystemExit(f"upstream {url} is not on loopback: the fault proxy forwards to 127.0.0.1 only")
-
-
-def serve(port: int, upstream: str, rate: float, burst: float) -> None:
-    require_loopback(upstream)
-    limiter = RegistrationLimiter(TokenBucket(rate=rate, burst=burst))
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(upstream.rstrip("/"), limiter))
-    logger.info("fault proxy on 127.0.0.1:%d to %s: RegisterTaskDefinition %g/s, burst %g", port, upstream, rate, burst)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+        return Handler
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,7 +373,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", type=float, default=1.0, help="RegisterTaskDefinition calls stored as a burst")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    serve(args.port, args.upstream, args.rate, args.burst)
+    try:
+        limiter = RegistrationLimiter(TokenBucket(rate=args.rate, burst=args.burst))
+        proxy = FaultProxy(args.port, args.upstream, limiter)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    with proxy:
+        logger.info(
+            "fault proxy on %s to %s: RegisterTaskDefinition %g/s, burst %g",
+            proxy.address,
+            args.upstream,
+            args.rate,
+            args.burst,
+        )
+        stopped.wait()
+    logger.info("fault proxy on %s stopped", proxy.address)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The fault proxy: ECS's RegisterTaskDefinition limits in front of a stand-in emulator."""
+"""The fault proxy in front of a stand-in emulator: rules, recording, and ECS's registration limits."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from devstack.fault_proxy import (
     REGISTER_TARGET,
     STATS_PATH,
     THROTTLE_MESSAGE,
+    FaultProxy,
     RegistrationLimiter,
     TokenBucket,
-    make_handler,
+    aws_json_error,
+    loopback_address,
 )
 
 
@@ -81,26 +83,27 @@ class Upstream(BaseHTTPRequestHandler):
         return None
 
 
-def serve(server: ThreadingHTTPServer) -> threading.Thread:
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    return thread
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
-def proxy_url() -> Iterator[str]:
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    serve(upstream)
+def proxy(upstream: str) -> Iterator[FaultProxy]:
     # A bucket that never refills within a test, so the second registration is always throttled.
     limiter = RegistrationLimiter(TokenBucket(rate=1e-9, burst=1.0))
-    handler = make_handler(f"http://127.0.0.1:{upstream.server_address[1]}", limiter)
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    serve(proxy)
-    yield f"http://127.0.0.1:{proxy.server_address[1]}"
-    proxy.shutdown()
-    upstream.shutdown()
-    proxy.server_close()
-    upstream.server_close()
+    with FaultProxy(0, f"http://{upstream}", limiter) as running:
+        yield running
+
+
+@pytest.fixture
+def proxy_url(proxy: FaultProxy) -> str:
+    return f"http://{proxy.address}"
 
 
 def register(url: str, family: str) -> requests.Response:
@@ -128,3 +131,35 @@ def test_proxy_throttles_registration_over_rate(proxy_url: str) -> None:
     assert second.json() == {"__type": "ClientException", "message": THROTTLE_MESSAGE}
     stats = requests.get(proxy_url + STATS_PATH, timeout=10).json()
     assert stats == {"register_forwarded": 1, "register_throttled": 1}
+
+
+def test_rule_answers_then_forwards(proxy: FaultProxy, proxy_url: str) -> None:
+    target = "AmazonEC2ContainerServiceV20141113.ListClusters"
+    proxy.add_rule(lambda r: r.aws_action == "ListClusters", aws_json_error("ThrottlingException", "Rate exceeded"), 2)
+
+    replies = [
+        requests.post(proxy_url + "/", data=b"{}", headers={"X-Amz-Target": target}, timeout=10) for _ in range(3)
+    ]
+
+    assert [r.status_code for r in replies] == [400, 400, 200]
+    assert replies[0].json() == {"__type": "ThrottlingException", "message": "Rate exceeded"}
+    assert [r.aws_action for r in proxy.requests] == ["ListClusters"] * 3
+
+
+def test_stats_without_limiter_empty(upstream: str) -> None:
+    with FaultProxy(0, upstream) as bare:
+        stats = requests.get(f"http://{bare.address}{STATS_PATH}", timeout=10).json()
+
+    assert stats == {}
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1:5001", "http://example.com:5001", "127.0.0.1"])
+def test_upstream_off_loopback_rejected(address: str) -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        loopback_address(address)
+
+
+def test_upstream_forms_accepted() -> None:
+    assert loopback_address("127.0.0.1:5001") == ("127.0.0.1", 5001)
+    assert loopback_address("http://127.0.0.1:5001/") == ("127.0.0.1", 5001)
+    assert loopback_address("http://localhost:5001") == ("127.0.0.1", 5001)

@@ -1,7 +1,7 @@
 """Faults on the local stack: AWS throttling and 5xx, a push cut off, unreachable services, a
 bootstrap killed halfway, and two deploys of one flow at once.
 
-Faults come from tests.support.fault_proxy, placed between the product and the emulator
+Faults come from devstack.fault_proxy, placed between the product and the emulator
 (AWS_ENDPOINT_URL) or the registry (META_FLOWS_REGISTRY_HOST; the Docker engine pushes to the
 proxy's 127.0.0.1 address, which it treats as an insecure registry). The product's code is
 not patched.
@@ -22,10 +22,10 @@ import boto3
 import pytest
 import requests
 
+from devstack.fault_proxy import FaultProxy, Request, aws_json_error, aws_query_error, cut_body, hold
 from tests.e2e.conftest import PROJECT_ROOT, run_command
 from tests.e2e.helpers import wait_for_final_state, wait_for_flow_run_logs
 from tests.e2e.reliability_support import api_post, bootstrap, copy_project, deploy, flow_files, session_env
-from tests.support.fault_proxy import FaultProxy, Request, aws_json_error, aws_query_error, cut_body, hold
 from tests.support.snapshot import describe_difference, take_snapshot
 
 AWS_PROXY_PORT = 5041

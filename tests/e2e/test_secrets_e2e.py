@@ -33,11 +33,11 @@ import docker
 import pytest
 import requests
 
+from devstack.fault_proxy import FaultProxy
 from tests.e2e.conftest import PROJECT_ROOT, WORKER_START_SECONDS, pool_has_worker, run_command, wait_for
 from tests.e2e.helpers import create_flow_run, read_deployment, wait_for_final_state, wait_for_flow_run_logs
 from tests.e2e.reliability_support import copy_project, session_env
 from tests.support.docker_recorder import DockerRecorder
-from tests.support.fault_proxy import FaultProxy
 
 AWS_PROXY_PORT = 5043
 REGISTRY_PASSWORD = "123456789012-auth-token"
