@@ -45,7 +45,6 @@ class ImageResult(BaseModel):
     push_seconds: float = 0.0
 
 
-
 def registry_host_for(settings: Settings, account: str) -> str:
     """Return the configured registry host, or the account's ECR registry in the region."""
     return settings.registry_host or f"{account}.dkr.ecr.{settings.aws_region}.amazonaws.com"

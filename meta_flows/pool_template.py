@@ -146,6 +146,8 @@ def add_container_secrets(properties: dict[str, Any], task_definition: dict[str,
         "default": [],
     }
     task_definition["containerDefinitions"][0]["secrets"] = "{{ secrets }}"
+
+
 def add_variable(
     template: dict[str, Any], name: str, title: str, description: str, schema: dict[str, Any], default: Any
 ) -> None:

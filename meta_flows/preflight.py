@@ -60,9 +60,7 @@ def read_pool_template(client: SyncPrefectClient, pool_name: str) -> dict[str, o
     try:
         return client.read_work_pool(pool_name).base_job_template
     except ObjectNotFound:
-        raise FlowSpecError(
-            f"work pool {pool_name!r} not found: run `python -m meta_flows.bootstrap` first"
-        ) from None
+        raise FlowSpecError(f"work pool {pool_name!r} not found: run `python -m meta_flows.bootstrap` first") from None
 
 
 def check_deploy_inputs(settings: Settings, flow: str) -> DeploymentSpec:

@@ -46,8 +46,30 @@ FARGATE_MEMORY_BY_CPU: dict[int, range] = {
 
 
 # Values CloudWatch Logs PutRetentionPolicy accepts for retentionInDays (API reference).
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-                      2922, 3288, 3653)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 CONTAINER_SECRET_ARN_PATTERN = re.compile(
     r"^arn:aws[a-z-]*:(?:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+|ssm:[a-z0-9-]+:\d{12}:parameter/.+)$"
 )
@@ -426,9 +448,7 @@ class Settings(BaseSettings):
     def container_secrets_must_be_arns(cls, value: dict[str, str]) -> dict[str, str]:
         for name, arn in value.items():
             if not CONTAINER_SECRET_ARN_PATTERN.match(arn):
-                raise ValueError(
-                    f"secret {name!r}: {arn!r} is not a Secrets Manager secret ARN or SSM parameter ARN"
-                )
+                raise ValueError(f"secret {name!r}: {arn!r} is not a Secrets Manager secret ARN or SSM parameter ARN")
         return value
 
     @field_validator("task_role_statements")

@@ -35,6 +35,7 @@ FAMILY_HASH_LENGTH = 16
 FAMILY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 FAMILY_PREFIX_LENGTH = 200
 
+
 class _NoApiClient:
     """A stand-in Prefect client that fails on use: rendering must not need the API."""
 

@@ -35,7 +35,7 @@ def lifecycle_policy(keep: int) -> dict[str, Any]:
                 "description": f"Keep the last {keep} images",
                 "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep},
                 "action": {"type": "expire"},
-            }
+            },
         ]
     }
 

@@ -12,7 +12,7 @@ import requests
 
 from meta_flows.aws.ecr import RegistryLogin
 from meta_flows.errors import RegistryError
-from meta_flows.images.registry import MANIFEST_MEDIA_TYPES, TIMEOUT_SECONDS, registry_base_url
+from meta_flows.images.registry import MANIFEST_MEDIA_TYPES, registry_base_url, send_request
 
 
 def split_image(image: str) -> tuple[str, str, str]:
@@ -31,21 +31,14 @@ def add_tag(image: str, new_tag: str, login: RegistryLogin) -> str:
     """Tag the manifest of `image` with `new_tag` in the same repository; return the tagged address."""
     host, repository, reference = split_image(image)
     base = f"{registry_base_url(host)}/v2/{repository}/manifests"
-    auth = (login.username, login.password.get_secret_value())
     try:
-        manifest = requests.get(
-            f"{base}/{reference}", auth=auth, headers={"Accept": MANIFEST_MEDIA_TYPES}, timeout=TIMEOUT_SECONDS
-        )
+        manifest = send_request("GET", f"{base}/{reference}", login, headers={"Accept": MANIFEST_MEDIA_TYPES})
         if manifest.status_code == 404:
             raise RegistryError(f"image {image} not found in the registry, so it cannot be tagged {new_tag}")
         manifest.raise_for_status()
         content_type = manifest.headers.get("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
-        reply = requests.put(
-            f"{base}/{new_tag}",
-            auth=auth,
-            data=manifest.content,
-            headers={"Content-Type": content_type},
-            timeout=TIMEOUT_SECONDS,
+        reply = send_request(
+            "PUT", f"{base}/{new_tag}", login, headers={"Content-Type": content_type}, data=manifest.content
         )
         reply.raise_for_status()
     except requests.RequestException as exc:
@@ -61,12 +54,7 @@ def compressed_size(image: str, login: RegistryLogin) -> int | None:
     host, repository, reference = split_image(image)
     url = f"{registry_base_url(host)}/v2/{repository}/manifests/{reference}"
     try:
-        reply = requests.get(
-            url,
-            auth=(login.username, login.password.get_secret_value()),
-            headers={"Accept": MANIFEST_MEDIA_TYPES},
-            timeout=TIMEOUT_SECONDS,
-        )
+        reply = send_request("GET", url, login, headers={"Accept": MANIFEST_MEDIA_TYPES})
         reply.raise_for_status()
         manifest = json.loads(reply.content)
     except (requests.RequestException, ValueError) as exc:

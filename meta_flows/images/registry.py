@@ -2,15 +2,22 @@
 
 The emulator's ECR never receives pushes to the local registry, so `ecr:DescribeImages` cannot
 tell whether a tag exists. The registry itself can, on AWS and locally alike.
+
+Every request retries connection failures, timeouts, HTTP 429 and 5xx answers with the same
+bounded, jittered and logged backoff as the AWS calls. Each request this module and
+`manifests` send is idempotent (HEAD and GET, and a PUT of a manifest under a tag).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
+from urllib.parse import urlsplit
 
 import requests
 
 from meta_flows.aws.ecr import RegistryLogin
+from meta_flows.aws.retries import MAX_ATTEMPTS, TRANSIENT_STATUS_CODES, LoggedRetries, find_logger
 from meta_flows.errors import RegistryError
 
 MANIFEST_MEDIA_TYPES = ", ".join(
@@ -34,16 +41,64 @@ def registry_base_url(host: str) -> str:
     return f"{'http' if loopback else 'https'}://{host}"
 
 
+def send_request(
+    method: str,
+    url: str,
+    login: RegistryLogin,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> requests.Response:
+    """Send one registry API request, repeating it while it fails in a way that may pass.
+
+    Returns the last answer, whatever its status; raises the last `requests.RequestException`
+    when no attempt reached the registry.
+    """
+    backoff = LoggedRetries("registry")
+    where = f"{method} {urlsplit(url).path}"
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            reply = requests.request(
+                method,
+                url,
+                auth=(login.username, login.password.get_secret_value()),
+                headers=headers,
+                data=data,
+                timeout=TIMEOUT_SECONDS,
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if attempt == MAX_ATTEMPTS:
+                log_giving_up(where, type(exc).__name__, attempt)
+                raise
+            reason = type(exc).__name__
+        else:
+            if reply.status_code not in TRANSIENT_STATUS_CODES:
+                return reply
+            if attempt == MAX_ATTEMPTS:
+                log_giving_up(where, f"HTTP {reply.status_code}", attempt)
+                return reply
+            reason = f"HTTP {reply.status_code}"
+        delay = backoff.delay_before(attempt + 1)
+        find_logger().warning(
+            "registry %s failed with %s; retrying in %.2f s (attempt %d/%d)",
+            where,
+            reason,
+            delay,
+            attempt + 1,
+            MAX_ATTEMPTS,
+        )
+        time.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def log_giving_up(where: str, reason: str, attempts: int) -> None:
+    find_logger().error("registry %s failed with %s on attempt %d/%d: giving up", where, reason, attempts, attempts)
+
+
 def find_manifest_digest(host: str, repository: str, tag: str, login: RegistryLogin) -> str | None:
     """Return the digest of `repository:tag` in the registry, or None when the tag is absent."""
     url = f"{registry_base_url(host)}/v2/{repository}/manifests/{tag}"
     try:
-        reply = requests.head(
-            url,
-            auth=(login.username, login.password.get_secret_value()),
-            headers={"Accept": MANIFEST_MEDIA_TYPES},
-            timeout=TIMEOUT_SECONDS,
-        )
+        reply = send_request("HEAD", url, login, headers={"Accept": MANIFEST_MEDIA_TYPES})
     except requests.RequestException as exc:
         raise RegistryError(f"registry {host} cannot be reached: {exc}; check META_FLOWS_REGISTRY_HOST") from exc
 

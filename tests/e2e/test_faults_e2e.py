@@ -22,7 +22,7 @@ import boto3
 import pytest
 import requests
 
-from devstack.fault_proxy import FaultProxy, Request, aws_json_error, aws_query_error, cut_body, hold
+from devstack.fault_proxy import Fault, FaultProxy, Request, aws_json_error, aws_query_error, cut_body, hold
 from tests.e2e.conftest import PROJECT_ROOT, run_command
 from tests.e2e.helpers import wait_for_final_state, wait_for_flow_run_logs
 from tests.e2e.reliability_support import api_post, bootstrap, copy_project, deploy, flow_files, session_env
@@ -222,6 +222,30 @@ def test_push_cut_halfway_rerun_reuses_layers(session: dict[str, Any], tmp_path:
     assert second_code == 0, second
     assert "outcome:    built and pushed" in second
     assert re.search(r"Pushed \S+ \(0 layers new, [1-9]\d* reused", second), second
+
+
+def is_manifest_head(request: Request) -> bool:
+    return request.method == "HEAD" and "/manifests/" in request.path
+
+
+def test_registry_5xx_retried_then_deploys(session: dict[str, Any], tmp_path: Path) -> None:
+    env = session["env"]
+    root = copy_project(
+        tmp_path / "project",
+        {"regretry": flow_files("regretry")},
+        [{"name": "regretry", "entrypoint": "flows/regretry/flow.py:main"}],
+    )
+    with FaultProxy(REGISTRY_PROXY_PORT, env["REGISTRY_UPSTREAM"]) as proxy:
+        through_proxy = {**env, "META_FLOWS_REGISTRY_HOST": proxy.address, "META_FLOWS_PROJECT_ROOT": str(root)}
+        proxy.add_rule(is_manifest_head, Fault("answer", 503, {"Content-Type": "text/plain"}, b"busy"), times=2)
+        code, output = deploy(through_proxy, "regretry", DEPLOY_TIMEOUT)
+        heads = [r for r in proxy.requests if is_manifest_head(r)]
+
+    assert code == 0, output
+    assert re.search(r"registry HEAD /v2/\S+/regretry/manifests/[0-9a-f]{16} failed with HTTP 503; retrying", output)
+    assert "(attempt 3/5)" in output
+    assert "outcome:    built and pushed" in output
+    assert len(heads) >= 3
 
 
 LOCK_LINE = re.compile(r"(Acquired|Releasing) deploy lock (\S+)")

@@ -256,4 +256,3 @@ def test_prefect_api_url_unset_named() -> None:
         require_prefect_api()
 
     assert "PREFECT_API_URL is not set" in str(caught.value)
-

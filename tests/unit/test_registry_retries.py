@@ -1,0 +1,148 @@
+"""Registry API requests against a stand-in registry on 127.0.0.1 that fails on purpose."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from meta_flows.aws.ecr import RegistryLogin
+from meta_flows.errors import RegistryError
+from meta_flows.images import registry
+from meta_flows.images.registry import find_manifest_digest, send_request
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+class StandInRegistry(BaseHTTPRequestHandler):
+    """Answers each request with the next status of `statuses`, then 200 with a digest."""
+
+    protocol_version = "HTTP/1.1"
+    statuses: list[int] = []
+    seen: list[str] = []
+
+    def do_HEAD(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+        self.seen.append(f"{self.command} {self.path}")
+        status = self.statuses.pop(0) if self.statuses else 200
+        self.send_response(status)
+        if status == 200:
+            self.send_header("Docker-Content-Digest", DIGEST)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return None
+
+
+@pytest.fixture
+def host() -> Iterator[str]:
+    StandInRegistry.statuses = []
+    StandInRegistry.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def no_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the backoff delays instead of sleeping them."""
+    delays: list[float] = []
+    monkeypatch.setattr(registry.time, "sleep", delays.append)
+    return delays
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """Messages of the retry logger; a handler of its own, since Prefect reconfigures the root on import."""
+    handler = Records()
+    logger = logging.getLogger("meta_flows.aws.retries")
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+LOGIN = RegistryLogin(username="AWS", password=SecretStr("registry-password"), expires_at=datetime.now(UTC))
+
+
+def test_transient_answers_retried_then_succeed(host: str, no_wait: list[float], logged: list[str]) -> None:
+    StandInRegistry.statuses = [503, 429]
+
+    digest = find_manifest_digest(host, "prefect-flows/hello", "0123456789abcdef", LOGIN)
+
+    assert digest == DIGEST
+    assert len(StandInRegistry.seen) == 3
+    assert len(no_wait) == 2
+    retries = [m for m in logged if "retrying" in m]
+    assert retries[0].startswith(
+        "registry HEAD /v2/prefect-flows/hello/manifests/0123456789abcdef failed with HTTP 503"
+    )
+    assert retries[0].endswith("(attempt 2/5)")
+    assert "failed with HTTP 429" in retries[1]
+    assert retries[1].endswith("(attempt 3/5)")
+
+
+def test_persistent_5xx_gives_up_with_status(host: str, no_wait: list[float], logged: list[str]) -> None:
+    StandInRegistry.statuses = [502] * 5
+
+    with pytest.raises(RegistryError, match=r"returned HTTP 502 for prefect-flows/hello:0123456789abcdef"):
+        find_manifest_digest(host, "prefect-flows/hello", "0123456789abcdef", LOGIN)
+
+    assert len(StandInRegistry.seen) == 5
+    assert len(no_wait) == 4
+    assert any("on attempt 5/5: giving up" in m for m in logged)
+
+
+def test_client_errors_not_retried(host: str, no_wait: list[float]) -> None:
+    StandInRegistry.statuses = [404]
+
+    assert find_manifest_digest(host, "prefect-flows/hello", "missing", LOGIN) is None
+    assert len(StandInRegistry.seen) == 1
+    assert no_wait == []
+
+
+def test_unreachable_registry_names_setting(no_wait: list[float]) -> None:
+    # Bind a port, then close it, so nothing listens there.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInRegistry)
+    closed = f"127.0.0.1:{server.server_address[1]}"
+    server.server_close()
+
+    with pytest.raises(RegistryError, match="cannot be reached.*check META_FLOWS_REGISTRY_HOST"):
+        find_manifest_digest(closed, "prefect-flows/hello", "0123456789abcdef", LOGIN)
+    assert len(no_wait) == 4
+
+
+def test_backoff_delays_bounded(host: str, no_wait: list[float]) -> None:
+    StandInRegistry.statuses = [500] * 4
+
+    reply = send_request("HEAD", f"http://{host}/v2/r/manifests/t", LOGIN)
+
+    assert reply.status_code == 200
+    ceilings = [0.5, 1.0, 2.0, 4.0]
+    assert all(0.0 <= delay <= ceiling for delay, ceiling in zip(no_wait, ceilings, strict=True))
+
+
+def test_password_not_in_retry_logs(host: str, no_wait: list[float], logged: list[str]) -> None:
+    StandInRegistry.statuses = [503]
+
+    send_request("HEAD", f"http://{host}/v2/r/manifests/t", LOGIN)
+
+    assert logged
+    assert all("registry-password" not in m for m in logged)
