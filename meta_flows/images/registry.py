@@ -3,7 +3,7 @@
 The emulator's ECR never receives pushes to the local registry, so `ecr:DescribeImages` cannot
 tell whether a tag exists. The registry itself can, on AWS and locally alike.
 
-Every request retries connection failures, timeouts, HTTP 429 and 5xx answers with the same
+Every request retries connection failures, timeouts, HTTP 429 and 5xx responses with the same
 bounded, jittered and logged backoff as the AWS calls. Each request this module and
 `manifests` send is idempotent (HEAD and GET, and a PUT of a manifest under a tag).
 """
@@ -50,7 +50,7 @@ def send_request(
 ) -> requests.Response:
     """Send one registry API request, repeating it while it fails in a way that may pass.
 
-    Returns the last answer, whatever its status; raises the last `requests.RequestException`
+    Returns the last response, whatever its status. Raises the last `requests.RequestException`
     when no attempt reached the registry.
     """
     backoff = LoggedRetries("registry")

@@ -21,7 +21,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 class StandInRegistry(BaseHTTPRequestHandler):
-    """Answers each request with the next status of `statuses`, then 200 with a digest."""
+    """A registry that returns the next status of `statuses` to each request, then 200 with a digest."""
 
     protocol_version = "HTTP/1.1"
     statuses: list[int] = []
@@ -71,7 +71,7 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def logged() -> Iterator[list[str]]:
-    """Messages of the retry logger; a handler of its own, since Prefect reconfigures the root on import."""
+    """Collect the retry logger's messages with its own handler, because Prefect reconfigures the root logger."""
     handler = Records()
     logger = logging.getLogger("meta_flows.aws.retries")
     logger.addHandler(handler)
