@@ -2,7 +2,8 @@
 
 Each flow is one task, not a subflow: a subflow costs about a second of Prefect bookkeeping,
 a task little. At most `concurrency` flows are in progress at once, so builds and pushes
-overlap in the Docker engine. A flow that fails leaves the others running, and the summary
+overlap in the Docker engine. The run holds the deploy locks of all its flows from start to
+end, so a deploy-flow run of one of them waits for it. A flow that fails leaves the others running, and the summary
 artifact names each failed flow and its error.
 
 Start it from the UI, with `prefect deployment run 'deploy-all-flows/default'`, or locally with
@@ -12,7 +13,9 @@ Start it from the UI, with `prefect deployment run 'deploy-all-flows/default'`, 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import threading
 import time
 from typing import Any, Literal
 
@@ -23,8 +26,9 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
+from meta_flows.aws.clients import aws_client
 from meta_flows.build_image import ImageTarget, build_and_push, format_bytes, prepare_image_target
-from meta_flows.deploy_lock import deploy_lock
+from meta_flows.deploy_lock import deploy_locks
 from meta_flows.errors import MetaFlowsError
 from meta_flows.project import list_flow_folders, validate_flow_folder
 from meta_flows.register import register
@@ -58,10 +62,8 @@ def deploy_one_flow(flow: str, target: ImageTarget) -> FlowOutcome:
     started = time.monotonic()
     logger = get_run_logger()
     try:
-        # The same lock as deploy-flow's, so a deploy-flow run of this flow waits, and the reverse.
-        with deploy_lock(target.settings.repository_name(flow)):
-            image = build_and_push(flow, target, artifact=False)
-            deployment = register(flow, image.uri, artifact=False)
+        image = build_and_push(flow, target, artifact=False)
+        deployment = register(flow, image.uri, artifact=False)
     except MetaFlowsError as exc:
         logger.error("Deploying %s failed: %s", flow, exc)
         return FlowOutcome(flow=flow, status="failed", error=str(exc), seconds=round(time.monotonic() - started, 2))
@@ -75,6 +77,22 @@ def deploy_one_flow(flow: str, target: ImageTarget) -> FlowOutcome:
         deployment_action=deployment.action,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def load_shared_parts(region: str) -> None:
+    """Import prefect-aws's ECS worker and create the ECS and ECR clients every flow uses.
+
+    Done once, beside the lock acquisition, instead of in the first flows' threads, which
+    would otherwise wait for one another on the import lock. A failure here is left for the
+    flows themselves to report.
+    """
+    try:
+        from prefect_aws.workers import ecs_worker  # noqa: F401 - imported for its cost, not its names
+
+        aws_client("ecs", region)
+        aws_client("ecr", region)
+    except Exception as exc:  # noqa: BLE001 - each flow raises the same error with its context
+        logging.getLogger(__name__).debug("loading prefect-aws and the AWS clients failed: %s", exc)
 
 
 def validate_concurrency(concurrency: int) -> int:
@@ -117,10 +135,17 @@ def deploy_all_flows(flows: list[str] | None = None, concurrency: int = DEFAULT_
     selected = select_flows(flows)
     logger.info("Deploying %d flows, %d at a time: %s", len(selected), concurrency, ", ".join(selected))
 
-    target = prepare_image_target(load_settings())
+    settings = load_settings()
+    warm_up = threading.Thread(target=load_shared_parts, args=(settings.aws_region,), name="deploy-all-warm-up")
+    warm_up.start()
+    target = prepare_image_target(settings)
 
+    # The same locks as deploy-flow's, so a deploy-flow run of one of these flows waits for this
+    # run, and the reverse. All are taken at once, in one request.
+    repositories = [target.settings.repository_name(name) for name in selected]
     runner: Any
-    with ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+    with deploy_locks(repositories), ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+        warm_up.join()
         futures: list[tuple[str, PrefectFuture[FlowOutcome]]] = [
             (name, runner.submit(deploy_one_flow, parameters={"flow": name, "target": target})) for name in selected
         ]

@@ -25,6 +25,7 @@ from meta_flows.schedules import (
     schedule_changes,
     schedule_create,
 )
+from meta_flows.server_writes import server_writes
 
 # Deployment fields compared and written besides the schedules, in the order the diff shows them.
 COMPARED_FIELDS = [
@@ -155,11 +156,13 @@ def apply_plan(client: SyncPrefectClient, plan: DeploymentPlan, dry_run: bool = 
     elif deployment_id is None:
         action = "created"
         if not dry_run:
-            deployment_id = _create(client, plan)
+            with server_writes:
+                deployment_id = _create(client, plan)
     else:
         action = "updated"
         if not dry_run:
-            _update(client, plan, deployment_id)
+            with server_writes:
+                _update(client, plan, deployment_id)
     return AppliedDeployment(
         id=deployment_id,
         full_name=desired.full_name,

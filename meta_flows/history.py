@@ -25,6 +25,7 @@ from meta_flows.diff import canonical
 from meta_flows.errors import MetaFlowsError
 from meta_flows.images.manifests import add_tag, split_image
 from meta_flows.pools import ensure_block_type
+from meta_flows.server_writes import server_writes
 
 HISTORY_LIMIT = 10
 PROTECTED_TAG_PREFIX = "keep-"
@@ -69,10 +70,11 @@ def save_history(client: Any, full_name: str, entries: list[HistoryEntry]) -> No
     """Store `entries` (the last HISTORY_LIMIT of them) as the history of `full_name`."""
     # NOTE: an entry that leaves the history keeps its image's keep- tag, so the lifecycle
     # rule keeps that image too until someone deletes the tag.
-    ensure_block_type(client, DeploymentHistory)
     kept = entries[-HISTORY_LIMIT:]
     block = DeploymentHistory(deployment=full_name, entries=[e.model_dump(mode="json") for e in kept])
-    block.save(history_block_name(full_name), overwrite=True)
+    with server_writes:
+        ensure_block_type(client, DeploymentHistory)
+        block.save(history_block_name(full_name), overwrite=True)
 
 
 def same_version(entry: HistoryEntry, desired: DesiredDeployment) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from functools import lru_cache
 from typing import Any
 
 import boto3
@@ -22,22 +21,30 @@ from meta_flows.aws.retries import MAX_ATTEMPTS, install_logged_retries
 CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN")
 
 _creation_lock = threading.Lock()
+_clients: dict[tuple[str, str, tuple[str | None, ...]], Any] = {}
 
 
 def aws_client(service: str, region: str) -> Any:
     """Return a boto3 client for `service` in `region` from the default credential chain.
 
     Clients are reused within the process: creating one loads the service model, which costs
-    about 0.1 s of CPU, and deploy-all-flows needs several per flow. botocore clients are
-    thread-safe once created; sessions are not, hence the lock.
+    about 0.1 s of CPU, and deploy-all-flows needs several per flow. Only one thread creates a
+    given client, so the first flows of a deploy-all-flows run do not each build their own.
+    botocore clients are thread-safe once created; sessions are not, hence the lock.
     """
-    return _cached_client(service, region, tuple(os.environ.get(name) for name in CLIENT_VARIABLES))
+    key = (service, region, tuple(os.environ.get(name) for name in CLIENT_VARIABLES))
+    client = _clients.get(key)
+    if client is None:
+        with _creation_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _create_client(service, region)
+                _clients[key] = client
+    return client
 
 
-@lru_cache(maxsize=64)
-def _cached_client(service: str, region: str, environment: tuple[str | None, ...]) -> Any:
+def _create_client(service: str, region: str) -> Any:
     config = Config(region_name=region, retries={"mode": "standard", "total_max_attempts": 1})
-    with _creation_lock:
-        client = boto3.session.Session().client(service, config=config)
+    client = boto3.session.Session().client(service, config=config)
     install_logged_retries(client, service, MAX_ATTEMPTS)
     return client

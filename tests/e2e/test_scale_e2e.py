@@ -203,6 +203,47 @@ def test_unchanged_redeploy_builds_pushes_registers_nothing(scale: dict[str, Any
         assert revisions(env, after["job_variables"]["family"]) == 1
 
 
+def hold_deploy_lock(env: dict[str, str], name: str) -> str:
+    """Take the one slot of the deploy lock `name` through the Prefect API; return the lease id."""
+    api = env["PREFECT_API_URL"]
+    created = requests.post(f"{api}/v2/concurrency_limits/", json={"name": name, "limit": 1}, timeout=10)
+    assert created.status_code in (201, 409), created.text
+    body = {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 300}
+    reply = requests.post(f"{api}/v2/concurrency_limits/increment-with-lease", json=body, timeout=10)
+    reply.raise_for_status()
+    return str(reply.json()["lease_id"])
+
+
+def test_deploy_all_takes_every_lock_at_once(scale: dict[str, Any], tmp_path: Path) -> None:
+    env = scale["env"]
+    lease_id = hold_deploy_lock(env, f"deploy-flow-{scale['prefix']}--b")
+    log_path = tmp_path / "deploy-all.log"
+    command = [sys.executable, "-m", "meta_flows.deploy_all", "--concurrency", "3", "a", "b"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "Waiting for deploy locks" in log_path.read_text(), 120, "deploy-all waiting for its locks")
+        # With b's lock held by someone else, a must not start either: the locks are all or none.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert "Acquired deploy locks" not in log_path.read_text()
+            assert "Image of a:" not in log_path.read_text()
+            time.sleep(0.2)
+        assert process.poll() is None, log_path.read_text()
+    finally:
+        released = requests.post(
+            f"{env['PREFECT_API_URL']}/v2/concurrency_limits/decrement-with-lease",
+            json={"lease_id": lease_id},
+            timeout=10,
+        )
+    assert released.status_code == 204, released.text
+    assert process.wait(timeout=DEPLOY_TIMEOUT) == 0, log_path.read_text()
+    output = log_path.read_text()
+    prefix = scale["prefix"]
+    assert f"Acquired deploy locks deploy-flow-{prefix}--a, deploy-flow-{prefix}--b" in output
+    assert "2 deployed, 0 failed" in output
+
+
 def test_code_only_change_pushes_one_thin_layer(scale: dict[str, Any]) -> None:
     env = scale["env"]
     flow_file = scale["root"] / "flows" / "a" / "flow.py"
