@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -95,14 +96,18 @@ def protect_image(image: str, login: RegistryLogin) -> str:
 
 
 def record_version(
-    client: Any, desired: DesiredDeployment, login: RegistryLogin | None, flow_run_id: str | None
+    client: Any, desired: DesiredDeployment, get_login: Callable[[], RegistryLogin] | None, flow_run_id: str | None
 ) -> HistoryEntry | None:
-    """Append `desired` to its history unless it is the last version kept; return the new entry."""
+    """Append `desired` to its history unless it is the last version kept; return the new entry.
+
+    `get_login` is called only when a new version's image must be tagged, so an unchanged
+    deploy asks ECR for no login.
+    """
     entries = load_history(desired.full_name)
     if entries and same_version(entries[-1], desired):
         return None
     image = str(desired.job_variables.get("image") or "")
-    protected = protect_image(image, login) if image and login is not None else None
+    protected = protect_image(image, get_login()) if image and get_login is not None else None
     entry = HistoryEntry(
         recorded_at=dt.datetime.now(dt.UTC),
         flow_run_id=flow_run_id,

@@ -105,8 +105,10 @@ def register(flow: str, image: str, dry_run: bool = False, artifact: bool = True
             logger.debug("%s: %s -> %s", change.path, change.before, change.after)
         applied = apply_plan(client, plan, dry_run=dry_run)
         if not dry_run:
-            login = ecr.get_registry_login(settings.aws_region)
-            entry = history.record_version(client, desired, login, current_flow_run_id())
+            region = settings.aws_region
+            entry = history.record_version(
+                client, desired, lambda: ecr.get_registry_login(region), current_flow_run_id()
+            )
             if entry is not None:
                 logger.info("Kept version %s in the history of %s", desired.version, desired.full_name)
 
