@@ -4,7 +4,8 @@ register-deployment appends the version it applied (the whole desired deployment
 variables, parameters, schedules, parameter schema) to a `DeploymentHistory` block named
 after the deployment, and keeps the last `HISTORY_LIMIT` versions.
 
-Each kept image also gets the tag `keep-<tag>` in its repository. An ECR lifecycle policy on
+Each kept image also gets the tag `keep-<tag>` in its repository, removed again in ECR when its
+version leaves the history (`release_protected_tags`). An ECR lifecycle policy on
 the flow repositories must start with `protected_lifecycle_rule()`. In ECR, an image that
 matches the tag selection of a rule cannot be expired by a rule with a lower priority (a higher
 `rulePriority` number), so no later rule of the policy can expire a kept image.
@@ -17,10 +18,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from blocks.deployment_history import DeploymentHistory
+from meta_flows.aws.clients import aws_client
 from meta_flows.aws.ecr import RegistryLogin
+from meta_flows.aws.retries import find_logger
 from meta_flows.deployments import DesiredDeployment
 from meta_flows.diff import canonical
 from meta_flows.errors import MetaFlowsError
@@ -69,8 +73,6 @@ def load_history(full_name: str) -> list[HistoryEntry]:
 
 def save_history(client: Any, full_name: str, entries: list[HistoryEntry]) -> None:
     """Store `entries` (the last HISTORY_LIMIT of them) as the history of `full_name`."""
-    # NOTE: an entry that leaves the history keeps its image's keep- tag, so the lifecycle
-    # rule keeps that image too until someone deletes the tag.
     kept = entries[-HISTORY_LIMIT:]
     block = DeploymentHistory(deployment=full_name, entries=[e.model_dump(mode="json") for e in kept])
     with server_writes:
@@ -90,18 +92,29 @@ def protected_tag(image: str) -> str:
     return f"{PROTECTED_TAG_PREFIX}{name}"[:MAX_TAG_LENGTH]
 
 
+def protected_address(image: str) -> str:
+    """Return the address `protect_image` gives `image`: the same repository, its protected tag."""
+    host, repository, _ = split_image(image)
+    return f"{host}/{repository}:{protected_tag(image)}"
+
+
 def protect_image(image: str, login: RegistryLogin) -> str:
     """Tag `image` with its protected tag, so the lifecycle policy keeps it; return the tagged address."""
     return add_tag(image, protected_tag(image), login)
 
 
 def record_version(
-    client: Any, desired: DesiredDeployment, get_login: Callable[[], RegistryLogin] | None, flow_run_id: str | None
+    client: Any,
+    desired: DesiredDeployment,
+    get_login: Callable[[], RegistryLogin] | None,
+    flow_run_id: str | None,
+    region: str | None = None,
 ) -> HistoryEntry | None:
     """Append `desired` to its history unless it is the last version kept; return the new entry.
 
     `get_login` is called only when a new version's image must be tagged, so an unchanged
-    deploy asks ECR for no login.
+    deploy requests no login from ECR. With `region`, the versions that fall out of the history
+    also lose their images' `keep-` tags in ECR.
     """
     entries = load_history(desired.full_name)
     if entries and same_version(entries[-1], desired):
@@ -114,8 +127,61 @@ def record_version(
         protected_image=protected,
         desired=desired,
     )
-    save_history(client, desired.full_name, [*entries, entry])
+    all_entries = [*entries, entry]
+    save_history(client, desired.full_name, all_entries)
+    if region is not None:
+        release_protected_tags(all_entries[:-HISTORY_LIMIT], all_entries[-HISTORY_LIMIT:], region)
     return entry
+
+
+def release_protected_tags(dropped: list[HistoryEntry], kept: list[HistoryEntry], region: str) -> list[str]:
+    """Remove the `keep-` tag of each image that left the history; return the images untagged.
+
+    A tag that a kept version still uses stays. In ECR, BatchDeleteImage with a tag removes
+    only that tag while the image has another one (its content tag), and the lifecycle policy
+    may then expire the image. A tag that ECR does not have is skipped: on the local stack the
+    images live in a registry that is not the emulator's ECR. Any other failure is logged and
+    leaves the tag in place, so an image is kept too long rather than lost.
+    """
+    in_use = {entry.protected_image for entry in kept if entry.protected_image}
+    in_use |= {protected_address(entry.image) for entry in kept if entry.image}
+    tags_by_repository: dict[tuple[str, str], set[str]] = {}
+    for entry in dropped:
+        if not entry.protected_image or entry.protected_image in in_use:
+            continue
+        host, repository, tag = split_image(entry.protected_image)
+        tags_by_repository.setdefault((host, repository), set()).add(tag)
+
+    released: list[str] = []
+    logger = find_logger()
+    for (host, repository), tags in sorted(tags_by_repository.items()):
+        image_ids = [{"imageTag": tag} for tag in sorted(tags)]
+        try:
+            reply = aws_client("ecr", region).batch_delete_image(repositoryName=repository, imageIds=image_ids)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning(
+                "Removing tags %s from ECR repository %s failed, so those images stay protected: %s",
+                ", ".join(sorted(tags)),
+                repository,
+                exc,
+            )
+            continue
+        released += [f"{host}/{repository}:{image_id['imageTag']}" for image_id in reply.get("imageIds", [])]
+        for failure in reply.get("failures", []):
+            tag = failure.get("imageId", {}).get("imageTag")
+            if failure.get("failureCode") == "ImageNotFound":
+                logger.info("Tag %s is not in ECR repository %s; nothing to remove", tag, repository)
+            else:
+                logger.warning(
+                    "Removing tag %s from ECR repository %s failed (%s: %s), so that image stays protected",
+                    tag,
+                    repository,
+                    failure.get("failureCode"),
+                    failure.get("failureReason"),
+                )
+    for image in released:
+        logger.info("Removed %s: its version left the kept history", image)
+    return released
 
 
 def find_rollback_target(entries: list[HistoryEntry], current_image: str | None) -> tuple[int, HistoryEntry]:

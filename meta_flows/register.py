@@ -107,7 +107,7 @@ def register(flow: str, image: str, dry_run: bool = False, artifact: bool = True
         if not dry_run:
             region = settings.aws_region
             entry = history.record_version(
-                client, desired, lambda: ecr.get_registry_login(region), current_flow_run_id()
+                client, desired, lambda: ecr.get_registry_login(region), current_flow_run_id(), region
             )
             if entry is not None:
                 logger.info("Kept version %s in the history of %s", desired.version, desired.full_name)

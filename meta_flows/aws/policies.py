@@ -176,6 +176,7 @@ def deployer_policy(scope: PolicyScope) -> Policy:
                 "ecr:CompleteLayerUpload",
                 "ecr:PutImage",
                 "ecr:BatchGetImage",
+                "ecr:BatchDeleteImage",
             ],
             scope.repositories,
         ),

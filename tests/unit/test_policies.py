@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from meta_flows.aws.policies import (
@@ -104,3 +110,39 @@ def test_deployer_policy_pushes_to_its_repositories_only() -> None:
     assert iam_actions == {"iam:PassRole"}
     assert "*" not in statements["PassTaskRoles"]["Resource"]
     assert all(":role/" in arn for arn in statements["PassTaskRoles"]["Resource"])
+
+
+README_POLICY_SCRIPT = """
+import json
+from meta_flows.aws.policies import deployer_policy, execution_policy, worker_policy
+from meta_flows.aws.resources import policy_scope_for
+from meta_flows.settings import load_settings
+
+scope = policy_scope_for(load_settings(), "123456789012")
+for policy in (execution_policy(scope), worker_policy(scope), deployer_policy(scope)):
+    statements = [json.dumps(statement) for statement in policy["Statement"]]
+    print('{"Version": "2012-10-17", "Statement": [\\n  ' + ",\\n  ".join(statements) + "\\n]}")
+    print("---")
+"""
+
+
+def test_readme_policies_match_generator(tmp_path: Path) -> None:
+    """The README prints the policies for the default settings; they must be what the code generates."""
+    root = Path(__file__).resolve().parents[2]
+    # A clean environment, so the defaults apply whatever the test session has set.
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AWS_REGION": "us-east-1",
+        "PYTHONPATH": str(root),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", README_POLICY_SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    generated = [block.strip() for block in result.stdout.split("---\n") if block.strip()]
+    readme = (root / "README.md").read_text()
+    printed = re.findall(r'```json\n(\{"Version": "2012-10-17", "Statement": \[\n.*?\n\]\})\n```', readme, re.S)
+
+    assert len(generated) == 3
+    assert printed == generated
