@@ -18,24 +18,18 @@ DESCRIPTION = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up = commands.add_parser(
-        "up", help="start what is not running, wait until healthy, write the env file"
-    )
+    up = commands.add_parser("up", help="start what is not running, wait until healthy, write the env file")
     up.add_argument(
         "--no-base-image",
         action="store_true",
         help="skip checking and building the base image",
     )
-    commands.add_parser(
-        "down", help="stop every process the stack started; state stays on disk"
-    )
+    commands.add_parser("down", help="stop every process the stack started; state stays on disk")
     commands.add_parser(
         "status",
         help="print one line per part; exit 1 unless engine and services are healthy",
     )
-    commands.add_parser(
-        "env", help='print `export` lines for eval "$(python -m devstack env)"'
-    )
+    commands.add_parser("env", help='print `export` lines for eval "$(python -m devstack env)"')
     commands.add_parser(
         "workers",
         help="start the ECS worker, the deployer worker and the task runner (after bootstrap)",

@@ -57,9 +57,7 @@ def rootfs_spec(mirror: str) -> str:
     return f"debootstrap --variant=minbase --include={','.join(ROOTFS_PACKAGES)} {SUITE} {mirror}"
 
 
-def inputs_hash(
-    dockerfile: str, prefect_version: str, ca_bundle: bytes, spec: str
-) -> str:
+def inputs_hash(dockerfile: str, prefect_version: str, ca_bundle: bytes, spec: str) -> str:
     """Hash everything that goes into the base image, so an unchanged input skips the build."""
     digest = hashlib.sha256()
     for part in (
@@ -85,15 +83,11 @@ def image_label(client: docker.APIClient, ref: str, label: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def ensure_base_image(
-    client: docker.APIClient, paths: StackPaths, prefect_version: str
-) -> BaseImageResult:
+def ensure_base_image(client: docker.APIClient, paths: StackPaths, prefect_version: str) -> BaseImageResult:
     """Return the base image reference, building what is missing first."""
     ref = base_image_ref(prefect_version)
     spec = rootfs_spec(debian_mirror())
-    expected_hash = inputs_hash(
-        DOCKERFILE.read_text(), prefect_version, HOST_CA_BUNDLE.read_bytes(), spec
-    )
+    expected_hash = inputs_hash(DOCKERFILE.read_text(), prefect_version, HOST_CA_BUNDLE.read_bytes(), spec)
     if image_label(client, ref, INPUTS_LABEL) == expected_hash:
         return BaseImageResult(ref, built=False, steps={})
 
@@ -114,9 +108,7 @@ def ensure_base_image(
     started = time.monotonic()
     found = image_prefect_version(client, ref)
     if found != prefect_version:
-        raise BuildError(
-            f"{ref} reports Prefect {found!r} instead of {prefect_version}"
-        )
+        raise BuildError(f"{ref} reports Prefect {found!r} instead of {prefect_version}")
     steps["check"] = time.monotonic() - started
     return BaseImageResult(ref, built=True, steps=steps)
 
@@ -177,9 +169,7 @@ def run_logged(argv: list[str], log: Path, step: str) -> None:
 # --- import ---------------------------------------------------------------------------------
 
 
-def ensure_rootfs_image(
-    client: docker.APIClient, paths: StackPaths, rootfs_hash: str, log: Path
-) -> None:
+def ensure_rootfs_image(client: docker.APIClient, paths: StackPaths, rootfs_hash: str, log: Path) -> None:
     """Import the rootfs as devstack/debian-python:bookworm unless that exact rootfs is there."""
     ref = f"{ROOTFS_REPOSITORY}:{ROOTFS_TAG}"
     if image_label(client, ref, ROOTFS_LABEL) == rootfs_hash:
@@ -220,9 +210,7 @@ def ensure_rootfs_image(
     with log.open("a") as stream:
         stream.write(f"\n--- import {ref}\n{output}\n")
     if tar_code != 0:
-        raise BuildError(
-            f"tar of {paths.rootfs} failed with code {tar_code}: {tar_error.strip()}"
-        )
+        raise BuildError(f"tar of {paths.rootfs} failed with code {tar_code}: {tar_error.strip()}")
     if '"error"' in str(output):
         raise BuildError(f"import of {ref} failed: read {log}")
 
@@ -269,9 +257,7 @@ def build_image(
         for chunk in stream:
             write_build_chunk(out, chunk)
             if "error" in chunk or "errorDetail" in chunk:
-                raise BuildError(
-                    f"build of {ref} failed: {chunk.get('error', '')}: read {log}"
-                )
+                raise BuildError(f"build of {ref} failed: {chunk.get('error', '')}: read {log}")
     shutil.rmtree(context, ignore_errors=True)
 
 
@@ -291,15 +277,9 @@ def image_prefect_version(client: docker.APIClient, ref: str) -> str:
     try:
         client.start(container)
         status = client.wait(container, timeout=120)
-        output = (
-            client.logs(container, stdout=True, stderr=True)
-            .decode(errors="replace")
-            .strip()
-        )
+        output = client.logs(container, stdout=True, stderr=True).decode(errors="replace").strip()
     finally:
         client.remove_container(container, force=True)
     if status.get("StatusCode") != 0:
-        raise BuildError(
-            f"`import prefect` in {ref} failed with code {status.get('StatusCode')}: {output}"
-        )
+        raise BuildError(f"`import prefect` in {ref} failed with code {status.get('StatusCode')}: {output}")
     return output.splitlines()[-1] if output else ""

@@ -105,9 +105,7 @@ def read_prefect_pin(requirements: Path = REPO_ROOT / "requirements.txt") -> str
 
 def parse_prefect_pin(text: str) -> str | None:
     """Return X from a `prefect==X` line (extras and comments allowed), or None."""
-    pattern = re.compile(
-        r"^\s*prefect\s*(\[[^\]]*\])?\s*==\s*([A-Za-z0-9.+!-]+)", re.IGNORECASE
-    )
+    pattern = re.compile(r"^\s*prefect\s*(\[[^\]]*\])?\s*==\s*([A-Za-z0-9.+!-]+)", re.IGNORECASE)
     for line in text.splitlines():
         match = pattern.match(line.split("#", 1)[0])
         if match:

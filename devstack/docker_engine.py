@@ -64,10 +64,7 @@ def ping(docker_host: str, timeout: float = 2.0) -> bool:
     import docker
     import requests
 
-    if (
-        docker_host.startswith("unix://")
-        and not Path(docker_host[len("unix://") :]).exists()
-    ):
+    if docker_host.startswith("unix://") and not Path(docker_host[len("unix://") :]).exists():
         return False
     try:
         client = docker.APIClient(base_url=docker_host, version="1.24", timeout=timeout)
@@ -106,9 +103,7 @@ def overlay_works(folder: Path) -> bool:
         check=False,
     )
     if mounted.returncode == 0:
-        subprocess.run(
-            ["umount", str(layers["merged"])], capture_output=True, check=False
-        )
+        subprocess.run(["umount", str(layers["merged"])], capture_output=True, check=False)
     shutil.rmtree(probe, ignore_errors=True)
     return mounted.returncode == 0
 

@@ -190,12 +190,16 @@ class FaultProxy:
     """The proxy server; use as a context manager, or call start() and stop().
 
     Port 0 binds a free port; `address` gives the one bound. With a `limiter`, the proxy applies
-    ECS's RegisterTaskDefinition limits to the requests that no rule answers.
+    ECS's RegisterTaskDefinition limits to the requests that no rule answers. With `record`
+    (the default), every request, headers and body, is kept in `requests` until cleared.
     """
 
-    def __init__(self, port: int, upstream: str, limiter: RegistrationLimiter | None = None) -> None:
+    def __init__(
+        self, port: int, upstream: str, limiter: RegistrationLimiter | None = None, record: bool = True
+    ) -> None:
         self.upstream_host, self.upstream_port = loopback_address(upstream)
         self.limiter = limiter
+        self.record = record
         self.rules: list[Rule] = []
         self.requests: list[Request] = []
         self.held = threading.Event()
@@ -241,7 +245,8 @@ class FaultProxy:
 
     def _pick_fault(self, request: Request) -> Fault | None:
         with self._lock:
-            self.requests.append(request)
+            if self.record:
+                self.requests.append(request)
             for rule in self.rules:
                 if (rule.times is None or rule.fired < rule.times) and rule.match(request):
                     rule.fired += 1
@@ -375,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         limiter = RegistrationLimiter(TokenBucket(rate=args.rate, burst=args.burst))
-        proxy = FaultProxy(args.port, args.upstream, limiter)
+        # Run from the command line, nothing reads the recorded requests, so none are kept.
+        proxy = FaultProxy(args.port, args.upstream, limiter, record=False)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     stopped = threading.Event()

@@ -25,6 +25,4 @@ def mounts_below(folder: Path, proc_mounts: str) -> list[str]:
 def unmount_below(folder: Path) -> None:
     """Lazily unmount everything mounted inside `folder`, so the folder can be deleted."""
     for mount_point in mounts_below(folder, PROC_MOUNTS.read_text()):
-        subprocess.run(
-            ["umount", "--lazy", mount_point], capture_output=True, check=False
-        )
+        subprocess.run(["umount", "--lazy", mount_point], capture_output=True, check=False)

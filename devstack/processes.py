@@ -192,9 +192,7 @@ def still_running(owned: dict[int, int]) -> list[int]:
     return alive
 
 
-def wait_for(
-    condition: Callable[[], bool], timeout: float, interval: float = 0.1
-) -> bool:
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     """Poll `condition` until it returns True or `timeout` seconds pass, and return the last result."""
     deadline = time.monotonic() + timeout
     while True:
@@ -234,9 +232,7 @@ def stop_process(pidfile: Path, timeout: float) -> bool:
             send_signal(pid, signal.SIGKILL)
         if not wait_for(lambda: not still_running(owned), 10.0):
             remaining = ", ".join(str(pid) for pid in still_running(owned))
-            raise RuntimeError(
-                f"processes {remaining} of {pidfile.stem} are still alive after SIGKILL"
-            )
+            raise RuntimeError(f"processes {remaining} of {pidfile.stem} are still alive after SIGKILL")
     pidfile.unlink(missing_ok=True)
     return True
 

@@ -105,10 +105,7 @@ class RunnerSettings:
         """Read and validate the settings, or raise SettingsError naming the variable."""
         endpoint_url = environ.get("AWS_ENDPOINT_URL", "")
         if not endpoint_url:
-            raise SettingsError(
-                "AWS_ENDPOINT_URL is missing: set it to the AWS emulator, "
-                "e.g. http://127.0.0.1:5001"
-            )
+            raise SettingsError("AWS_ENDPOINT_URL is missing: set it to the AWS emulator, e.g. http://127.0.0.1:5001")
         host = urllib.parse.urlsplit(endpoint_url).hostname or ""
         if not (host == "localhost" or host == "::1" or host.startswith("127.")):
             raise SettingsError(
@@ -117,41 +114,29 @@ class RunnerSettings:
             )
         interval_text = environ.get("DEVSTACK_RUNNER_POLL_INTERVAL", "")
         try:
-            interval = (
-                float(interval_text) if interval_text else DEFAULT_POLL_INTERVAL_SECONDS
-            )
+            interval = float(interval_text) if interval_text else DEFAULT_POLL_INTERVAL_SECONDS
         except ValueError as error:
             raise SettingsError(
                 f"DEVSTACK_RUNNER_POLL_INTERVAL={interval_text!r} is invalid: expected seconds"
             ) from error
         if interval <= 0:
-            raise SettingsError(
-                "DEVSTACK_RUNNER_POLL_INTERVAL must be greater than 0 seconds"
-            )
+            raise SettingsError("DEVSTACK_RUNNER_POLL_INTERVAL must be greater than 0 seconds")
         clusters = environ.get("DEVSTACK_RUNNER_CLUSTERS", "")
         return cls(
             endpoint_url=endpoint_url,
-            region=environ.get("AWS_DEFAULT_REGION")
-            or environ.get("AWS_REGION")
-            or "us-east-1",
+            region=environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or "us-east-1",
             state_dir=Path(environ.get("DEVSTACK_STATE_DIR") or DEFAULT_STATE_DIR),
             poll_interval_seconds=interval,
-            clusters=frozenset(
-                name.strip() for name in clusters.split(",") if name.strip()
-            ),
+            clusters=frozenset(name.strip() for name in clusters.split(",") if name.strip()),
             access_key_id=environ.get("AWS_ACCESS_KEY_ID") or EMULATOR_ACCESS_KEY,
-            secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY")
-            or EMULATOR_ACCESS_KEY,
+            secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or EMULATOR_ACCESS_KEY,
         )
 
     def serves_cluster(self, cluster_arn: str) -> bool:
         """Return whether the runner serves the cluster with this ARN."""
         if not self.clusters:
             return True
-        return (
-            cluster_arn in self.clusters
-            or cluster_arn.rsplit("/", 1)[-1] in self.clusters
-        )
+        return cluster_arn in self.clusters or cluster_arn.rsplit("/", 1)[-1] in self.clusters
 
 
 @dataclass(frozen=True)
@@ -183,9 +168,7 @@ class AwsClients:
         )
 
         def client(service: str) -> Any:
-            return session.client(
-                service, endpoint_url=settings.endpoint_url, config=config
-            )
+            return session.client(service, endpoint_url=settings.endpoint_url, config=config)
 
         return cls(
             ecs=client("ecs"),
@@ -228,11 +211,7 @@ def call_aws(
             result = operation()
         except Exception as error:
             out_of_attempts = max_attempts is not None and attempt >= max_attempts
-            if (
-                not is_transient_aws_error(error)
-                or out_of_attempts
-                or interrupt.is_set()
-            ):
+            if not is_transient_aws_error(error) or out_of_attempts or interrupt.is_set():
                 raise
             delay = backoff_seconds(attempt)
             LOGGER.warning(
@@ -268,11 +247,7 @@ class StateStore:
         """Return the task ARNs that any runner using this state folder has taken on."""
         if not self.handled_path.exists():
             return set()
-        return {
-            line.strip()
-            for line in self.handled_path.read_text().splitlines()
-            if line.strip()
-        }
+        return {line.strip() for line in self.handled_path.read_text().splitlines() if line.strip()}
 
     def load_finished(self) -> set[str]:
         """Return the task ARNs that have a record in tasks.jsonl."""
@@ -283,9 +258,7 @@ class StateStore:
             try:
                 finished.add(json.loads(line)["task_arn"])
             except (ValueError, KeyError, TypeError):
-                LOGGER.warning(
-                    "Skipping an invalid line in %s: %.80s", self.records_path, line
-                )
+                LOGGER.warning("Skipping an invalid line in %s: %.80s", self.records_path, line)
         return finished
 
     def mark_handled(self, task_arn: str) -> None:
@@ -316,11 +289,7 @@ class SecretMasker:
             fragments.update(value.splitlines())
         # Longest first, so a secret that contains another is masked whole.
         self._fragments = sorted(
-            (
-                fragment
-                for fragment in fragments
-                if len(fragment) >= MIN_MASKED_SECRET_LENGTH
-            ),
+            (fragment for fragment in fragments if len(fragment) >= MIN_MASKED_SECRET_LENGTH),
             key=len,
             reverse=True,
         )
@@ -350,9 +319,7 @@ def utc_now() -> dt.datetime:
 
 def decode_ecr_token(authorization_token: str) -> dict[str, str]:
     """Decode an ECR authorization token (base64 of `user:password`) into a Docker auth config."""
-    username, _, password = (
-        base64.b64decode(authorization_token).decode().partition(":")
-    )
+    username, _, password = base64.b64decode(authorization_token).decode().partition(":")
     return {"username": username, "password": password}
 
 
@@ -378,17 +345,13 @@ class TaskExecution:
         created_at = task.get("createdAt")
         # NOTE: moto 5.2.5 returns no createdAt, so the time the runner first saw the task
         # is used instead.
-        self.state = events.TaskRunState(
-            created_at=created_at if isinstance(created_at, dt.datetime) else utc_now()
-        )
+        self.state = events.TaskRunState(created_at=created_at if isinstance(created_at, dt.datetime) else utc_now())
         self.task_definition: dict[str, Any] = {}
         self.spec: containers.ContainerSpec | None = None
         self.environment: dict[str, str] = {}
         self.container_id: str | None = None
         self.stopped_by_runner = False
-        self.thread = threading.Thread(
-            target=self.run, name=f"task-{self.short_id}", daemon=True
-        )
+        self.thread = threading.Thread(target=self.run, name=f"task-{self.short_id}", daemon=True)
 
     @property
     def container_name(self) -> str:
@@ -458,15 +421,11 @@ class TaskExecution:
         try:
             self.task_definition = call_aws(
                 f"DescribeTaskDefinition {definition_arn}",
-                lambda: self.aws.ecs.describe_task_definition(
-                    taskDefinition=definition_arn
-                ),
+                lambda: self.aws.ecs.describe_task_definition(taskDefinition=definition_arn),
                 self.never_interrupted,
                 TASK_CALL_MAX_ATTEMPTS,
             )["taskDefinition"]
-            self.spec = containers.build_container_spec(
-                self.task_definition, self.task.get("overrides")
-            )
+            self.spec = containers.build_container_spec(self.task_definition, self.task.get("overrides"))
         except (
             botocore.exceptions.BotoCoreError,
             botocore.exceptions.ClientError,
@@ -476,9 +435,7 @@ class TaskExecution:
                 f"failed to describe task definition {definition_arn}: {error}",
             ) from error
         except containers.TaskDefinitionError as error:
-            raise TaskStartError(
-                events.RESOURCE_INITIALIZATION_ERROR, str(error)
-            ) from error
+            raise TaskStartError(events.RESOURCE_INITIALIZATION_ERROR, str(error)) from error
 
         self._log_ignored_settings(self.spec)
         self.environment = dict(self.spec.environment)
@@ -525,17 +482,13 @@ class TaskExecution:
     def _read_ssm_parameter(self, reference: containers.SecretReference) -> str:
         response = call_aws(
             f"GetParameter {reference.secret_id}",
-            lambda: self.aws.ssm.get_parameter(
-                Name=reference.secret_id, WithDecryption=True
-            ),
+            lambda: self.aws.ssm.get_parameter(Name=reference.secret_id, WithDecryption=True),
             self.never_interrupted,
             TASK_CALL_MAX_ATTEMPTS,
         )
         return str(response["Parameter"]["Value"])
 
-    def _read_secrets_manager_secret(
-        self, reference: containers.SecretReference
-    ) -> str:
+    def _read_secrets_manager_secret(self, reference: containers.SecretReference) -> str:
         request: dict[str, str] = {"SecretId": reference.secret_id}
         if reference.version_stage:
             request["VersionStage"] = reference.version_stage
@@ -557,9 +510,7 @@ class TaskExecution:
             return str(secret_string)
         return self._extract_json_key(reference, secret_string)
 
-    def _extract_json_key(
-        self, reference: containers.SecretReference, secret: str
-    ) -> str:
+    def _extract_json_key(self, reference: containers.SecretReference, secret: str) -> str:
         # The messages name the secret and key only: the secret text must never reach a log.
         try:
             document = json.loads(secret)
@@ -568,8 +519,7 @@ class TaskExecution:
         if not isinstance(document, dict) or reference.json_key not in document:
             raise TaskStartError(
                 events.RESOURCE_INITIALIZATION_ERROR,
-                f"secret {reference.secret_id} is not a JSON object with key "
-                f"{reference.json_key!r}",
+                f"secret {reference.secret_id} is not a JSON object with key {reference.json_key!r}",
             )
         value = document[reference.json_key]
         return value if isinstance(value, str) else json.dumps(value)
@@ -611,9 +561,7 @@ class TaskExecution:
         try:
             reference = containers.parse_image_reference(image)
         except containers.TaskDefinitionError as error:
-            raise TaskStartError(
-                events.CANNOT_PULL_CONTAINER_ERROR, str(error)
-            ) from error
+            raise TaskStartError(events.CANNOT_PULL_CONTAINER_ERROR, str(error)) from error
 
         self.state.pull_started_at = utc_now()
         try:
@@ -664,9 +612,7 @@ class TaskExecution:
         except docker.errors.DockerException as error:
             self._remove_container()
             message = getattr(error, "explanation", None) or str(error)
-            raise TaskStartError(
-                events.CANNOT_START_CONTAINER_ERROR, str(message)
-            ) from error
+            raise TaskStartError(events.CANNOT_START_CONTAINER_ERROR, str(message)) from error
         self.state.started_at = utc_now()
         self.state.last_status = "RUNNING"
         self.state.runtime_id = self.container_id
@@ -681,9 +627,7 @@ class TaskExecution:
 
     def _follow_container(self) -> None:
         assert self.container_id is not None
-        masker = SecretMasker(
-            self.environment[name] for name in (self.spec.secrets if self.spec else {})
-        )
+        masker = SecretMasker(self.environment[name] for name in (self.spec.secrets if self.spec else {}))
 
         def emit(line: str) -> None:
             OUTPUT_LOGGER.info("[%s] %s", self.short_id, masker.mask(line))
@@ -691,9 +635,7 @@ class TaskExecution:
         try:
             containers.stream_container_output(self.api, self.container_id, emit)
         except (docker.errors.DockerException, requests.exceptions.RequestException):
-            LOGGER.exception(
-                "Task %s: reading the container output failed", self.task_arn
-            )
+            LOGGER.exception("Task %s: reading the container output failed", self.task_arn)
         exit_code, oom_killed = containers.wait_for_exit(self.api, self.container_id)
         self.state.exit_code = exit_code
         self.state.oom_killed = oom_killed
@@ -733,9 +675,7 @@ class TaskExecution:
         try:
             self.api.stop(container_id, timeout=timeout)
         except docker.errors.DockerException as error:
-            LOGGER.warning(
-                "Task %s: stopping the container failed: %s", self.task_arn, error
-            )
+            LOGGER.warning("Task %s: stopping the container failed: %s", self.task_arn, error)
 
     def _fail_to_start(self, error: TaskStartError) -> None:
         reason = events.failed_to_start_reason(error.kind, str(error))
@@ -752,9 +692,7 @@ class TaskExecution:
             reason = events.shutdown_stop_reason(self.container_name, exit_code)
             self.report_stopped(events.STOP_CODE_USER_INITIATED, reason)
         else:
-            reason = events.essential_container_exited_reason(
-                self.container_name, exit_code
-            )
+            reason = events.essential_container_exited_reason(self.container_name, exit_code)
             self.report_stopped(events.STOP_CODE_ESSENTIAL_CONTAINER_EXITED, reason)
 
     def report_stopped(self, stop_code: str, reason: str) -> None:
@@ -767,9 +705,7 @@ class TaskExecution:
         try:
             call_aws(
                 f"StopTask {self.task_arn}",
-                lambda: self.aws.ecs.stop_task(
-                    cluster=cluster, task=self.task_arn, reason=reason
-                ),
+                lambda: self.aws.ecs.stop_task(cluster=cluster, task=self.task_arn, reason=reason),
                 self.never_interrupted,
                 TASK_CALL_MAX_ATTEMPTS,
             )
@@ -777,9 +713,7 @@ class TaskExecution:
         except Exception:
             LOGGER.exception("Task %s: StopTask failed", self.task_arn)
         self._publish_event()
-        record = events.build_task_record(
-            self.task, self.image, self.environment, self.state
-        )
+        record = events.build_task_record(self.task, self.image, self.environment, self.state)
         try:
             self.store.append_record(record)
         except OSError:
@@ -813,17 +747,13 @@ class TaskExecution:
                 response.get("Entries"),
             )
             return
-        LOGGER.info(
-            "Published %s event for task %s", self.state.last_status, self.task_arn
-        )
+        LOGGER.info("Published %s event for task %s", self.state.last_status, self.task_arn)
 
 
 class TaskRunner:
     """Polls the emulator for new tasks and runs each one in its own thread."""
 
-    def __init__(
-        self, settings: RunnerSettings, aws: AwsClients, api: docker.APIClient
-    ) -> None:
+    def __init__(self, settings: RunnerSettings, aws: AwsClients, api: docker.APIClient) -> None:
         self.settings = settings
         self.aws = aws
         self.api = api
@@ -864,9 +794,7 @@ class TaskRunner:
                         self.start_task(task)
         self._forget_finished_executions()
 
-    def _describe_tasks(
-        self, cluster_arn: str, task_arns: list[str]
-    ) -> list[dict[str, Any]]:
+    def _describe_tasks(self, cluster_arn: str, task_arns: list[str]) -> list[dict[str, Any]]:
         described = call_aws(
             f"DescribeTasks in {cluster_arn}",
             lambda: self.aws.ecs.describe_tasks(cluster=cluster_arn, tasks=task_arns),
@@ -876,9 +804,7 @@ class TaskRunner:
 
     def _list_clusters(self) -> list[str]:
         paginator = self.aws.ecs.get_paginator("list_clusters")
-        pages = call_aws(
-            "ListClusters", lambda: list(paginator.paginate()), self.shutdown
-        )
+        pages = call_aws("ListClusters", lambda: list(paginator.paginate()), self.shutdown)
         arns = [arn for page in pages for arn in page.get("clusterArns", [])]
         return [arn for arn in arns if self.settings.serves_cluster(arn)]
 
@@ -893,9 +819,7 @@ class TaskRunner:
         paginator = self.aws.ecs.get_paginator("list_tasks")
         pages = call_aws(
             f"ListTasks in {cluster_arn}",
-            lambda: list(
-                paginator.paginate(cluster=cluster_arn, desiredStatus="RUNNING")
-            ),
+            lambda: list(paginator.paginate(cluster=cluster_arn, desiredStatus="RUNNING")),
             self.shutdown,
         )
         cluster_name = cluster_arn.rsplit("/", 1)[-1]
@@ -930,34 +854,22 @@ class TaskRunner:
             try:
                 self._stop_unfinished(cluster_arn, task_arn)
             except Exception:
-                LOGGER.exception(
-                    "Task %s: stopping the unfinished task failed", task_arn
-                )
+                LOGGER.exception("Task %s: stopping the unfinished task failed", task_arn)
 
     def _stop_unfinished(self, cluster_arn: str, task_arn: str) -> None:
-        for container_id in containers.find_containers_by_label(
-            self.api, LABEL_TASK_ARN, task_arn
-        ):
-            LOGGER.info(
-                "Task %s: removing its leftover container %s", task_arn, container_id
-            )
+        for container_id in containers.find_containers_by_label(self.api, LABEL_TASK_ARN, task_arn):
+            LOGGER.info("Task %s: removing its leftover container %s", task_arn, container_id)
             self.api.remove_container(container_id, force=True)
         for task in self._describe_tasks(cluster_arn, [task_arn]):
-            execution = TaskExecution(
-                task, self.aws, self.api, self.store, self.shutdown
-            )
-            execution.state.error = (
-                "the dev task runner restarted before the task finished"
-            )
+            execution = TaskExecution(task, self.aws, self.api, self.store, self.shutdown)
+            execution.state.error = "the dev task runner restarted before the task finished"
             execution.report_stopped(
                 events.STOP_CODE_USER_INITIATED,
                 "Task stopped because the dev task runner restarted before it finished",
             )
 
     def _forget_finished_executions(self) -> None:
-        for task_arn in [
-            arn for arn, run in self.executions.items() if not run.thread.is_alive()
-        ]:
+        for task_arn in [arn for arn, run in self.executions.items() if not run.thread.is_alive()]:
             del self.executions[task_arn]
 
     def stop_executions(self) -> None:
@@ -967,24 +879,16 @@ class TaskRunner:
             LOGGER.info("Task runner stopped; no tasks were running")
             return
         LOGGER.info("Stopping %d running task(s)", len(running))
-        stoppers = [
-            threading.Thread(target=run.request_stop, daemon=True) for run in running
-        ]
+        stoppers = [threading.Thread(target=run.request_stop, daemon=True) for run in running]
         for stopper in stoppers:
             stopper.start()
-        longest_timeout = max(
-            (run.spec.stop_timeout_seconds or 0) if run.spec else 0 for run in running
-        )
-        deadline = (
-            max(longest_timeout, DEFAULT_STOP_TIMEOUT_SECONDS) + SHUTDOWN_GRACE_SECONDS
-        )
+        longest_timeout = max((run.spec.stop_timeout_seconds or 0) if run.spec else 0 for run in running)
+        deadline = max(longest_timeout, DEFAULT_STOP_TIMEOUT_SECONDS) + SHUTDOWN_GRACE_SECONDS
         for run in running:
             run.thread.join(timeout=max(0.0, deadline))
         left = [run.task_arn for run in running if run.thread.is_alive()]
         if left:
-            LOGGER.error(
-                "Task runner stopped with tasks still unreported: %s", ", ".join(left)
-            )
+            LOGGER.error("Task runner stopped with tasks still unreported: %s", ", ".join(left))
         else:
             LOGGER.info("Task runner stopped after reporting all running tasks")
 
@@ -993,8 +897,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.runner",
         description=(
-            "Dev-only stand-in for ECS: runs the tasks recorded by the local AWS emulator "
-            "on the local Docker engine."
+            "Dev-only stand-in for ECS: runs the tasks recorded by the local AWS emulator on the local Docker engine."
         ),
         epilog=(
             "Environment: AWS_ENDPOINT_URL (required, loopback only), AWS_DEFAULT_REGION "
@@ -1004,9 +907,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
             "(comma-separated cluster names or ARNs to serve, default all)."
         ),
     )
-    parser.add_argument(
-        "--log-level", default="INFO", help="logging level (default INFO)"
-    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser.parse_args(argv)
 
 

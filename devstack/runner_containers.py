@@ -87,21 +87,15 @@ class ImageReference:
         return self.digest or self.tag or "latest"
 
 
-def select_container(
-    task_definition: dict[str, Any], overrides: dict[str, Any]
-) -> dict[str, Any]:
+def select_container(task_definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Return the container definition the runner starts.
 
     The choice is the first essential container named in the container overrides, else the
     first essential container, else the first container. `essential` defaults to true in ECS.
     """
-    definitions: list[dict[str, Any]] = (
-        task_definition.get("containerDefinitions") or []
-    )
+    definitions: list[dict[str, Any]] = task_definition.get("containerDefinitions") or []
     if not definitions:
-        raise TaskDefinitionError(
-            f"task definition {task_definition.get('taskDefinitionArn')} has no containers"
-        )
+        raise TaskDefinitionError(f"task definition {task_definition.get('taskDefinitionArn')} has no containers")
     essential = [d for d in definitions if d.get("essential", True)]
     by_name = {d.get("name"): d for d in essential}
     for container_override in overrides.get("containerOverrides") or []:
@@ -146,9 +140,7 @@ def parse_secret_reference(value_from: str) -> SecretReference:
                 f"invalid Secrets Manager reference {value_from!r}: expected "
                 "arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[:json-key:version-stage:version-id]"
             )
-        extra = fields[SECRET_ARN_FIELDS:] + [""] * (
-            SECRET_REFERENCE_MAX_FIELDS - len(fields)
-        )
+        extra = fields[SECRET_ARN_FIELDS:] + [""] * (SECRET_REFERENCE_MAX_FIELDS - len(fields))
         return SecretReference(
             kind="secretsmanager",
             secret_id=":".join(fields[:SECRET_ARN_FIELDS]),
@@ -159,9 +151,7 @@ def parse_secret_reference(value_from: str) -> SecretReference:
 
     ssm_match = SSM_ARN_PATTERN.match(value_from)
     if ssm_match:
-        return SecretReference(
-            kind="ssm", secret_id=ssm_parameter_name(ssm_match["path"])
-        )
+        return SecretReference(kind="ssm", secret_id=ssm_parameter_name(ssm_match["path"]))
     if value_from.startswith("arn:"):
         raise TaskDefinitionError(
             f"unsupported secret reference {value_from!r}: expected a Secrets Manager "
@@ -193,9 +183,7 @@ def parse_memory_mib(value: Any) -> int | None:
     try:
         return int(text)
     except ValueError as error:
-        raise TaskDefinitionError(
-            f"invalid memory value {value!r}: expected MiB"
-        ) from error
+        raise TaskDefinitionError(f"invalid memory value {value!r}: expected MiB") from error
 
 
 def effective_memory_mib(
@@ -222,9 +210,7 @@ def effective_memory_mib(
     return None
 
 
-def host_mounts(
-    task_definition: dict[str, Any], container: dict[str, Any]
-) -> list[VolumeMount]:
+def host_mounts(task_definition: dict[str, Any], container: dict[str, Any]) -> list[VolumeMount]:
     """Return the container's mount points that refer to host-path volumes.
 
     Volumes of other kinds (Docker volumes, EFS) are not supported by the runner and are
@@ -274,9 +260,7 @@ def list_unsupported_settings(
     return unsupported
 
 
-def build_container_spec(
-    task_definition: dict[str, Any], overrides: dict[str, Any] | None
-) -> ContainerSpec:
+def build_container_spec(task_definition: dict[str, Any], overrides: dict[str, Any] | None) -> ContainerSpec:
     """Compute the container to run from a task definition and RunTask overrides."""
     overrides = overrides or {}
     container = select_container(task_definition, overrides)
@@ -287,32 +271,23 @@ def build_container_spec(
         raise TaskDefinitionError(f"container {name!r} has no image")
 
     secrets = {
-        secret["name"]: parse_secret_reference(secret.get("valueFrom", ""))
-        for secret in container.get("secrets") or []
+        secret["name"]: parse_secret_reference(secret.get("valueFrom", "")) for secret in container.get("secrets") or []
     }
-    others = [
-        d["name"] for d in task_definition["containerDefinitions"] if d is not container
-    ]
+    others = [d["name"] for d in task_definition["containerDefinitions"] if d is not container]
     return ContainerSpec(
         name=name,
         image=image,
         command=container_override.get("command") or container.get("command") or None,
         entry_point=container.get("entryPoint") or None,
-        environment=merge_environment(
-            container.get("environment"), container_override.get("environment")
-        ),
+        environment=merge_environment(container.get("environment"), container_override.get("environment")),
         secrets=secrets,
-        memory_mib=effective_memory_mib(
-            task_definition, overrides, container, container_override
-        ),
+        memory_mib=effective_memory_mib(task_definition, overrides, container, container_override),
         working_directory=container.get("workingDirectory") or None,
         user=container.get("user") or None,
         stop_timeout_seconds=container.get("stopTimeout"),
         mounts=host_mounts(task_definition, container),
         ignored_container_names=others,
-        unsupported_settings=list_unsupported_settings(
-            task_definition, container, container_override
-        ),
+        unsupported_settings=list_unsupported_settings(task_definition, container, container_override),
     )
 
 
@@ -335,9 +310,7 @@ def parse_image_reference(image: str) -> ImageReference:
         registry = DEFAULT_REGISTRY
     if not remainder or (tag is not None and not tag):
         raise TaskDefinitionError(f"invalid image reference {image!r}")
-    return ImageReference(
-        registry=registry, repository=remainder, tag=tag, digest=digest or None
-    )
+    return ImageReference(registry=registry, repository=remainder, tag=tag, digest=digest or None)
 
 
 def is_loopback_registry(registry: str) -> bool:
@@ -377,9 +350,7 @@ def find_repo_digest(repo_digests: list[str], repository: str) -> str | None:
     return None
 
 
-def pull_image(
-    api: docker.APIClient, reference: ImageReference, auth_config: dict[str, str] | None
-) -> PulledImage:
+def pull_image(api: docker.APIClient, reference: ImageReference, auth_config: dict[str, str] | None) -> PulledImage:
     """Pull the image and return its local ID and registry digest.
 
     Raise ImagePullError with the engine's message when the pull fails.
@@ -403,9 +374,7 @@ def pull_image(
         raise ImagePullError(str(error.explanation or error)) from error
 
     digest = (
-        pulled_digest
-        or reference.digest
-        or find_repo_digest(inspected.get("RepoDigests") or [], reference.repository)
+        pulled_digest or reference.digest or find_repo_digest(inspected.get("RepoDigests") or [], reference.repository)
     )
     return PulledImage(image_id=inspected["Id"], digest=digest)
 
@@ -420,9 +389,7 @@ def find_local_image(api: docker.APIClient, reference: ImageReference) -> Pulled
             f"registry {reference.registry} is not on 127.0.0.1, so the dev task runner "
             "does not pull it; push the image to the local registry"
         ) from error
-    digest = reference.digest or find_repo_digest(
-        inspected.get("RepoDigests") or [], reference.repository
-    )
+    digest = reference.digest or find_repo_digest(inspected.get("RepoDigests") or [], reference.repository)
     return PulledImage(image_id=inspected["Id"], digest=digest)
 
 
@@ -433,9 +400,7 @@ def pulled_reference(reference: ImageReference) -> str:
     return f"{reference.repository}:{reference.tag or 'latest'}"
 
 
-def container_name_for(
-    family: str, revision: int | str, container: str, task_id: str
-) -> str:
+def container_name_for(family: str, revision: int | str, container: str, task_id: str) -> str:
     """Return a Docker container name in the ECS agent's style, `ecs-FAMILY-REV-NAME-ID`."""
     name = f"ecs-{family}-{revision}-{container}-{task_id}"
     return CONTAINER_NAME_INVALID_CHARACTERS.sub("-", name)
@@ -460,8 +425,7 @@ def create_container(
         mem_limit=memory,
         memswap_limit=memory,
         binds=[
-            f"{mount.source_path}:{mount.container_path}:{'ro' if mount.read_only else 'rw'}"
-            for mount in spec.mounts
+            f"{mount.source_path}:{mount.container_path}:{'ro' if mount.read_only else 'rw'}" for mount in spec.mounts
         ],
     )
     created = api.create_container(
@@ -492,9 +456,7 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
         yield pending.rstrip("\r")
 
 
-def stream_container_output(
-    api: docker.APIClient, container_id: str, emit_line: Callable[[str], None]
-) -> None:
+def stream_container_output(api: docker.APIClient, container_id: str, emit_line: Callable[[str], None]) -> None:
     """Pass each stdout and stderr line of the container to `emit_line` until it exits."""
     chunks = api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True)
     for line in split_lines(chunks):
@@ -508,9 +470,7 @@ def wait_for_exit(api: docker.APIClient, container_id: str) -> tuple[int, bool]:
     return int(result["StatusCode"]), bool(state.get("OOMKilled"))
 
 
-def find_containers_by_label(
-    api: docker.APIClient, label: str, value: str
-) -> list[str]:
+def find_containers_by_label(api: docker.APIClient, label: str, value: str) -> list[str]:
     """Return the IDs of all containers, running or not, with the label set to the value."""
     found = api.containers(all=True, filters={"label": f"{label}={value}"})
     return [str(container["Id"]) for container in found]

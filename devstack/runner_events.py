@@ -54,9 +54,7 @@ def truncate_reason(reason: str) -> str:
     return reason[: MAX_STOP_REASON_LENGTH - 3] + "..."
 
 
-def essential_container_exited_reason(
-    container_name: str, exit_code: int | None
-) -> str:
+def essential_container_exited_reason(container_name: str, exit_code: int | None) -> str:
     """Return the stop reason for a task whose essential container exited."""
     return f"Essential container in task exited (container '{container_name}' exit code {exit_code})"
 
@@ -64,8 +62,7 @@ def essential_container_exited_reason(
 def shutdown_stop_reason(container_name: str, exit_code: int | None) -> str:
     """Return the stop reason for a task that the runner stopped while shutting down."""
     return truncate_reason(
-        "Task stopped by the dev task runner on shutdown "
-        f"(container '{container_name}' exit code {exit_code})"
+        f"Task stopped by the dev task runner on shutdown (container '{container_name}' exit code {exit_code})"
     )
 
 
@@ -142,24 +139,15 @@ def build_task_state_change_detail(
         "group": task.get("group"),
         "startedBy": task.get("startedBy"),
         "launchType": task.get("launchType"),
-        "cpu": str(
-            overrides.get("cpu") or task.get("cpu") or task_definition.get("cpu") or ""
-        ),
-        "memory": str(
-            overrides.get("memory")
-            or task.get("memory")
-            or task_definition.get("memory")
-            or ""
-        ),
+        "cpu": str(overrides.get("cpu") or task.get("cpu") or task_definition.get("cpu") or ""),
+        "memory": str(overrides.get("memory") or task.get("memory") or task_definition.get("memory") or ""),
         "overrides": overrides,
         "containers": [build_container_detail(task, container_name, image, state)],
         "createdAt": iso_timestamp(state.created_at),
         "pullStartedAt": iso_timestamp(state.pull_started_at),
         "pullStoppedAt": iso_timestamp(state.pull_stopped_at),
         "startedAt": iso_timestamp(state.started_at),
-        "updatedAt": iso_timestamp(
-            state.stopped_at or state.started_at or state.created_at
-        ),
+        "updatedAt": iso_timestamp(state.stopped_at or state.started_at or state.created_at),
         "version": state.version,
     }
     if task.get("platformVersion"):
@@ -173,9 +161,7 @@ def build_task_state_change_detail(
     return {key: value for key, value in detail.items() if value is not None}
 
 
-def build_put_events_entry(
-    detail: dict[str, Any], moment: dt.datetime
-) -> dict[str, Any]:
+def build_put_events_entry(detail: dict[str, Any], moment: dt.datetime) -> dict[str, Any]:
     """Wrap an event detail into a PutEvents entry for the default event bus."""
     return {
         "Source": EVENT_SOURCE,

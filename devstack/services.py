@@ -62,15 +62,11 @@ def venv_tool(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(
-            f"{name} not found beside {sys.executable} or on PATH: run scripts/install.sh"
-        )
+        raise RuntimeError(f"{name} not found beside {sys.executable} or on PATH: run scripts/install.sh")
     return found
 
 
-def http_status(
-    url: str, headers: dict[str, str] | None = None, timeout: float = 2.0
-) -> int | None:
+def http_status(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> int | None:
     """Return the HTTP status of GET `url`, or None when the request got no response."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -128,9 +124,7 @@ def prepare_registry(paths: StackPaths) -> None:
     htpasswd = folder / "htpasswd"
     if not htpasswd_accepts(htpasswd):
         write_htpasswd(htpasswd)
-    config = render_registry_config(
-        folder / "data", htpasswd, registry_http_secret(folder)
-    )
+    config = render_registry_config(folder / "data", htpasswd, registry_http_secret(folder))
     write_private(folder / "config.yml", config)
 
 
@@ -154,9 +148,7 @@ def write_htpasswd(path: Path) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(
-            f"htpasswd failed with code {result.returncode}: {result.stderr.strip()}"
-        )
+        raise RuntimeError(f"htpasswd failed with code {result.returncode}: {result.stderr.strip()}")
     write_private(path, result.stdout.strip() + "\n")
 
 

@@ -156,9 +156,7 @@ def plan_service(paths: StackPaths, service: Service) -> Part:
     def launch() -> ProcessRecord:
         service.prepare(paths)
         env = {**os.environ, **service.env(paths)}
-        return start_process(
-            service.argv(paths), pidfile, paths.log(service.key), env, REPO_ROOT
-        )
+        return start_process(service.argv(paths), pidfile, paths.log(service.key), env, REPO_ROOT)
 
     part.launch = launch
     return part
@@ -169,11 +167,7 @@ def port_conflicts(plan: list[tuple[Part, Service]]) -> list[str]:
     messages = []
     for part, service in plan:
         if part.launch is not None and not port_is_free(service.port):
-            messages.append(
-                port_in_use_message(
-                    service.port, service.label, find_port_owner(service.port)
-                )
-            )
+            messages.append(port_in_use_message(service.port, service.label, find_port_owner(service.port)))
     return messages
 
 
@@ -216,10 +210,7 @@ def check_part(part: Part, paths: StackPaths) -> bool:
         return True
     if time.monotonic() - part.launched_at > part.timeout:
         where = f": read {log}" if log else ""
-        part.error = (
-            f"{part.label} not healthy after {part.timeout:.0f} s "
-            f"({part.health_check}){where}"
-        )
+        part.error = f"{part.label} not healthy after {part.timeout:.0f} s ({part.health_check}){where}"
         return True
     return False
 
@@ -248,9 +239,7 @@ def up(paths: StackPaths, with_base_image: bool = True) -> None:
     """Start every part that is not running, wait until all are healthy, and write the env file."""
     with stack_lock(paths):
         docker_part = plan_docker(paths)
-        service_plan = [
-            (plan_service(paths, service), service) for service in services()
-        ]
+        service_plan = [(plan_service(paths, service), service) for service in services()]
         conflicts = port_conflicts(service_plan)
         if conflicts:
             raise StackError("\n".join(conflicts))
@@ -274,9 +263,7 @@ def up(paths: StackPaths, with_base_image: bool = True) -> None:
         )
 
 
-def ensure_base_image(
-    paths: StackPaths, docker_host: str, prefect_version: str
-) -> None:
+def ensure_base_image(paths: StackPaths, docker_host: str, prefect_version: str) -> None:
     import docker
 
     started = time.monotonic()
@@ -285,15 +272,11 @@ def ensure_base_image(
         result = base_image.ensure_base_image(client, paths, prefect_version)
     except (base_image.BuildError, docker.errors.DockerException) as error:
         print_line("base image", "failed", base_image_ref(prefect_version))
-        raise StackError(
-            f"base image: {error} (log: {paths.log(base_image.LOG_PART)})"
-        ) from error
+        raise StackError(f"base image: {error} (log: {paths.log(base_image.LOG_PART)})") from error
     finally:
         client.close()
     if result.built:
-        steps = ", ".join(
-            f"{name} {seconds:.1f} s" for name, seconds in result.steps.items()
-        )
+        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.steps.items())
         note = f"built in {time.monotonic() - started:.1f} s: {steps}"
     else:
         note = "already built"
@@ -306,9 +289,7 @@ def ensure_base_image(
 def down(paths: StackPaths) -> None:
     """Stop the workers, then the services and dockerd. Files in the state folder stay."""
     with stack_lock(paths):
-        worker_labels = {
-            key: key.replace("-", " ") for key in workers.all_worker_keys()
-        }
+        worker_labels = {key: key.replace("-", " ") for key in workers.all_worker_keys()}
         service_labels = {service.key: service.label for service in services()}
         service_labels[DOCKERD_KEY] = DOCKER_LABEL
         stop_all(paths, worker_labels)
@@ -433,9 +414,7 @@ def read_env(paths: StackPaths) -> dict[str, str] | None:
 
 def env_text(paths: StackPaths) -> str:
     if not paths.env_file.is_file():
-        raise StackError(
-            f"{paths.env_file} not found: run `python -m devstack up` first"
-        )
+        raise StackError(f"{paths.env_file} not found: run `python -m devstack up` first")
     return paths.env_file.read_text()
 
 
@@ -492,9 +471,7 @@ def check_pools(plan: list[workers.Worker], parts: list[Part]) -> None:
     missing = [
         workers.missing_pool_message(worker.pool)
         for worker, part in zip(plan, parts, strict=True)
-        if worker.pool is not None
-        and part.launch is not None
-        and not workers.pool_exists(worker.pool)
+        if worker.pool is not None and part.launch is not None and not workers.pool_exists(worker.pool)
     ]
     if missing:
         raise StackError("\n".join(dict.fromkeys(missing)))
@@ -510,9 +487,7 @@ def plan_worker(paths: StackPaths, worker: workers.Worker, env: dict[str, str]) 
             return part.record is not None and is_alive(part.record)
         return workers.worker_seen(worker.pool, worker.prefect_name, since)
 
-    detail = (
-        f"pool {worker.pool}" if worker.pool else f"python -m {workers.RUNNER_MODULE}"
-    )
+    detail = f"pool {worker.pool}" if worker.pool else f"python -m {workers.RUNNER_MODULE}"
     part = Part(
         label=worker.label,
         detail=detail,
@@ -524,7 +499,5 @@ def plan_worker(paths: StackPaths, worker: workers.Worker, env: dict[str, str]) 
         note="already running" if record is not None else "",
     )
     if record is None:
-        part.launch = lambda: start_process(
-            worker.argv, pidfile, paths.log(worker.key), env, REPO_ROOT
-        )
+        part.launch = lambda: start_process(worker.argv, pidfile, paths.log(worker.key), env, REPO_ROOT)
     return part

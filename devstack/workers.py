@@ -109,9 +109,7 @@ def pool_exists(pool: str) -> bool:
     if status == 404:
         return False
     if status != 200:
-        raise RuntimeError(
-            f"GET work pool {pool!r} from {PREFECT_API_URL} failed with HTTP {status}"
-        )
+        raise RuntimeError(f"GET work pool {pool!r} from {PREFECT_API_URL} failed with HTTP {status}")
     return True
 
 

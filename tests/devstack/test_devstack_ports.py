@@ -31,9 +31,7 @@ def test_message_names_port_part_and_owner() -> None:
 
     message = port_in_use_message(5000, "registry", owner)
 
-    assert message.startswith(
-        "port 5000 is already in use (by pid 1234 python3 -m http.server ...)"
-    )
+    assert message.startswith("port 5000 is already in use (by pid 1234 python3 -m http.server ...)")
     assert "the registry cannot start" in message
     assert "stop that process" in message
 
@@ -45,9 +43,7 @@ def test_message_without_known_owner() -> None:
 
 
 def test_format_command_keeps_three_words() -> None:
-    assert format_command(["/usr/bin/python3", "-m", "http.server", "5000"]) == (
-        "python3 -m http.server ..."
-    )
+    assert format_command(["/usr/bin/python3", "-m", "http.server", "5000"]) == ("python3 -m http.server ...")
     assert format_command(["/usr/bin/docker-registry"]) == "docker-registry"
     assert format_command([]) == "?"
 

@@ -3,9 +3,7 @@
 from devstack.processes import ProcessRecord, ProcStat, parse_stat, select_owned
 
 
-def stat_line(
-    pid: int, comm: str, state: str, ppid: int, session: int, start: int
-) -> str:
+def stat_line(pid: int, comm: str, state: str, ppid: int, session: int, start: int) -> str:
     # Fields 3 to 22 of proc(5); only state, ppid, session and starttime matter here.
     fields = [state, str(ppid), str(pid), str(session)] + ["0"] * 15 + [str(start)]
     return f"{pid} ({comm}) " + " ".join(fields) + " 0 0"

@@ -11,17 +11,13 @@ from devstack.config import StackPaths
 
 
 def test_registry_config_content(tmp_path: Path) -> None:
-    text = services.render_registry_config(
-        tmp_path / "data dir", tmp_path / "htpasswd", "0123abcd"
-    )
+    text = services.render_registry_config(tmp_path / "data dir", tmp_path / "htpasswd", "0123abcd")
 
     config = yaml.safe_load(text)
 
     assert config["http"]["addr"] == "127.0.0.1:5000"
     assert config["http"]["secret"] == "0123abcd"
-    assert config["storage"]["filesystem"]["rootdirectory"] == str(
-        tmp_path / "data dir"
-    )
+    assert config["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "data dir")
     assert config["storage"]["delete"]["enabled"] is True
     assert config["auth"]["htpasswd"]["path"] == str(tmp_path / "htpasswd")
 
@@ -61,9 +57,7 @@ def test_prefect_env_uses_state_folder(tmp_path: Path) -> None:
     env = services.prefect_env(StackPaths(tmp_path))
 
     assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
-    assert env["PREFECT_API_DATABASE_CONNECTION_URL"] == (
-        f"sqlite+aiosqlite:///{tmp_path / 'prefect' / 'prefect.db'}"
-    )
+    assert env["PREFECT_API_DATABASE_CONNECTION_URL"] == (f"sqlite+aiosqlite:///{tmp_path / 'prefect' / 'prefect.db'}")
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4200/api"
 

@@ -36,9 +36,7 @@ def test_heartbeat_matching() -> None:
     assert workers.heartbeat_after(worker, "devstack-ecs-worker", since)
     assert not workers.heartbeat_after(worker, "devstack-ecs-worker", since + 60)
     assert not workers.heartbeat_after(worker, "other", since)
-    assert not workers.heartbeat_after(
-        {"name": "devstack-ecs-worker"}, "devstack-ecs-worker", since
-    )
+    assert not workers.heartbeat_after({"name": "devstack-ecs-worker"}, "devstack-ecs-worker", since)
 
 
 def test_worker_env_adds_stack_and_venv(monkeypatch: pytest.MonkeyPatch) -> None:

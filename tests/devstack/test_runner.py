@@ -15,9 +15,7 @@ import pytest
 from devstack import runner, runner_containers, runner_events
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:team/db-AbCdEf"
-TASK_ARN = (
-    "arn:aws:ecs:us-east-1:123456789012:task/dev/0123456789abcdef0123456789abcdef"
-)
+TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/dev/0123456789abcdef0123456789abcdef"
 CLUSTER_ARN = "arn:aws:ecs:us-east-1:123456789012:cluster/dev"
 TASK_DEFINITION_ARN = "arn:aws:ecs:us-east-1:123456789012:task-definition/flow:3"
 DIGEST = "sha256:" + "ab" * 32
@@ -124,9 +122,7 @@ def test_container_spec_without_overrides() -> None:
 
 
 def test_container_spec_override_cannot_change_image() -> None:
-    overrides = {
-        "containerOverrides": [{"name": "prefect", "image": "elsewhere/evil:1"}]
-    }
+    overrides = {"containerOverrides": [{"name": "prefect", "image": "elsewhere/evil:1"}]}
 
     spec = runner_containers.build_container_spec(make_task_definition(), overrides)
 
@@ -176,9 +172,7 @@ def test_parse_memory_mib(value: Any, expected: int | None) -> None:
 
 
 def test_parse_memory_mib_rejects_text() -> None:
-    with pytest.raises(
-        runner_containers.TaskDefinitionError, match="invalid memory value"
-    ):
+    with pytest.raises(runner_containers.TaskDefinitionError, match="invalid memory value"):
         runner_containers.parse_memory_mib("lots")
 
 
@@ -210,9 +204,7 @@ def test_container_spec_without_containers() -> None:
     definition = make_task_definition()
     definition["containerDefinitions"] = []
 
-    with pytest.raises(
-        runner_containers.TaskDefinitionError, match="has no containers"
-    ):
+    with pytest.raises(runner_containers.TaskDefinitionError, match="has no containers"):
         runner_containers.build_container_spec(definition, {})
 
 
@@ -231,9 +223,7 @@ def test_container_spec_host_mounts() -> None:
     spec = runner_containers.build_container_spec(definition, {})
 
     assert spec.mounts == [
-        runner_containers.VolumeMount(
-            source_path="/tmp/out", container_path="/out", read_only=False
-        )
+        runner_containers.VolumeMount(source_path="/tmp/out", container_path="/out", read_only=False)
     ]
     assert spec.unsupported_settings == ["mountPoints[efs]"]
 
@@ -246,15 +236,11 @@ def test_container_spec_host_mounts() -> None:
     [
         (
             SECRET_ARN,
-            runner_containers.SecretReference(
-                kind="secretsmanager", secret_id=SECRET_ARN
-            ),
+            runner_containers.SecretReference(kind="secretsmanager", secret_id=SECRET_ARN),
         ),
         (
             f"{SECRET_ARN}:password::",
-            runner_containers.SecretReference(
-                kind="secretsmanager", secret_id=SECRET_ARN, json_key="password"
-            ),
+            runner_containers.SecretReference(kind="secretsmanager", secret_id=SECRET_ARN, json_key="password"),
         ),
         (
             f"{SECRET_ARN}:password:AWSPREVIOUS:",
@@ -267,15 +253,11 @@ def test_container_spec_host_mounts() -> None:
         ),
         (
             f"{SECRET_ARN}:::v-123",
-            runner_containers.SecretReference(
-                kind="secretsmanager", secret_id=SECRET_ARN, version_id="v-123"
-            ),
+            runner_containers.SecretReference(kind="secretsmanager", secret_id=SECRET_ARN, version_id="v-123"),
         ),
         (
             "arn:aws:ssm:us-east-1:123456789012:parameter/team/db/password",
-            runner_containers.SecretReference(
-                kind="ssm", secret_id="/team/db/password"
-            ),
+            runner_containers.SecretReference(kind="ssm", secret_id="/team/db/password"),
         ),
         (
             "arn:aws:ssm:us-east-1:123456789012:parameter/flat-name",
@@ -287,9 +269,7 @@ def test_container_spec_host_mounts() -> None:
         ),
     ],
 )
-def test_parse_secret_reference(
-    value_from: str, expected: runner_containers.SecretReference
-) -> None:
+def test_parse_secret_reference(value_from: str, expected: runner_containers.SecretReference) -> None:
     assert runner_containers.parse_secret_reference(value_from) == expected
 
 
@@ -339,9 +319,7 @@ def test_parse_secret_reference_rejects(value_from: str) -> None:
         ("debian", "docker.io", "debian", None, None),
     ],
 )
-def test_parse_image_reference(
-    image: str, registry: str, repository: str, tag: str | None, digest: str | None
-) -> None:
+def test_parse_image_reference(image: str, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
     reference = runner_containers.parse_image_reference(image)
 
     assert reference.registry == registry
@@ -351,15 +329,10 @@ def test_parse_image_reference(
 
 
 def test_image_reference_pull_ref_prefers_digest() -> None:
-    reference = runner_containers.parse_image_reference(
-        f"127.0.0.1:5000/hello:1@{DIGEST}"
-    )
+    reference = runner_containers.parse_image_reference(f"127.0.0.1:5000/hello:1@{DIGEST}")
 
     assert reference.pull_ref == DIGEST
-    assert (
-        runner_containers.pulled_reference(reference)
-        == f"127.0.0.1:5000/hello@{DIGEST}"
-    )
+    assert runner_containers.pulled_reference(reference) == f"127.0.0.1:5000/hello@{DIGEST}"
 
 
 @pytest.mark.parametrize(
@@ -410,9 +383,7 @@ def test_split_lines_across_chunks() -> None:
 def test_essential_container_exited_reason() -> None:
     reason = runner_events.essential_container_exited_reason("prefect", 1)
 
-    assert (
-        reason == "Essential container in task exited (container 'prefect' exit code 1)"
-    )
+    assert reason == "Essential container in task exited (container 'prefect' exit code 1)"
 
 
 def test_failed_to_start_reason_is_one_line() -> None:
@@ -424,18 +395,14 @@ def test_failed_to_start_reason_is_one_line() -> None:
 
 
 def test_failed_to_start_reason_truncated() -> None:
-    reason = runner_events.failed_to_start_reason(
-        runner_events.RESOURCE_INITIALIZATION_ERROR, "x" * 400
-    )
+    reason = runner_events.failed_to_start_reason(runner_events.RESOURCE_INITIALIZATION_ERROR, "x" * 400)
 
     assert len(reason) == runner_events.MAX_STOP_REASON_LENGTH
     assert reason.endswith("...")
 
 
 def test_iso_timestamp_milliseconds_utc() -> None:
-    moment = dt.datetime(
-        2024, 1, 2, 4, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=1))
-    )
+    moment = dt.datetime(2024, 1, 2, 4, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=1)))
 
     assert runner_events.iso_timestamp(moment) == "2024-01-02T03:04:05.678Z"
     assert runner_events.iso_timestamp(None) is None
@@ -537,9 +504,7 @@ def test_failed_to_start_event_has_no_exit_code() -> None:
         stopped_reason="CannotPullContainerError: not found",
     )
 
-    detail = runner_events.build_task_state_change_detail(
-        make_task(), {}, "prefect", "i:1", state
-    )
+    detail = runner_events.build_task_state_change_detail(make_task(), {}, "prefect", "i:1", state)
 
     assert detail["stopCode"] == "TaskFailedToStart"
     assert "exitCode" not in detail["containers"][0]
@@ -550,9 +515,7 @@ def test_failed_to_start_event_has_no_exit_code() -> None:
 def test_oom_killed_container_reason() -> None:
     state = make_state(last_status="STOPPED", exit_code=137, oom_killed=True)
 
-    detail = runner_events.build_task_state_change_detail(
-        make_task(), {}, "prefect", "i:1", state
-    )
+    detail = runner_events.build_task_state_change_detail(make_task(), {}, "prefect", "i:1", state)
 
     assert detail["containers"][0]["reason"] == runner_events.OUT_OF_MEMORY_REASON
 
@@ -577,9 +540,7 @@ def test_task_record_fields() -> None:
         stopped_at=dt.datetime(2024, 1, 3, tzinfo=dt.UTC),
     )
 
-    record = runner_events.build_task_record(
-        make_task(), "image:1", {"PREFECT__FLOW_RUN_ID": "run-1"}, state
-    )
+    record = runner_events.build_task_record(make_task(), "image:1", {"PREFECT__FLOW_RUN_ID": "run-1"}, state)
 
     assert record["task_arn"] == TASK_ARN
     assert record["cluster_arn"] == CLUSTER_ARN
@@ -603,9 +564,7 @@ def test_task_record_without_flow_run() -> None:
 
 def test_settings_reject_remote_endpoint() -> None:
     with pytest.raises(runner.SettingsError, match="not a loopback address"):
-        runner.RunnerSettings.from_environment(
-            {"AWS_ENDPOINT_URL": "https://ecs.amazonaws.com"}
-        )
+        runner.RunnerSettings.from_environment({"AWS_ENDPOINT_URL": "https://ecs.amazonaws.com"})
 
 
 def test_settings_require_endpoint() -> None:
@@ -628,9 +587,7 @@ def test_settings_from_environment() -> None:
     assert settings.state_dir == Path("/tmp/state")
     assert settings.poll_interval_seconds == 0.5
     assert settings.serves_cluster(CLUSTER_ARN)
-    assert not settings.serves_cluster(
-        "arn:aws:ecs:us-east-1:123456789012:cluster/prod"
-    )
+    assert not settings.serves_cluster("arn:aws:ecs:us-east-1:123456789012:cluster/prod")
 
 
 def test_settings_reject_invalid_interval() -> None:
@@ -677,9 +634,7 @@ def test_call_aws_retries_transient_errors(monkeypatch: pytest.MonkeyPatch) -> N
     def flaky() -> str:
         attempts.append(1)
         if len(attempts) < 2:
-            raise botocore.exceptions.EndpointConnectionError(
-                endpoint_url="http://127.0.0.1:1"
-            )
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
         return "ok"
 
     monkeypatch.setattr(runner, "backoff_seconds", lambda attempt: 0.01)
@@ -709,9 +664,7 @@ def test_call_aws_gives_up_after_max_attempts() -> None:
 
     def down() -> None:
         calls.append(1)
-        raise botocore.exceptions.EndpointConnectionError(
-            endpoint_url="http://127.0.0.1:1"
-        )
+        raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
 
     with pytest.raises(botocore.exceptions.EndpointConnectionError):
         runner.call_aws("down call", down, threading.Event(), max_attempts=1)

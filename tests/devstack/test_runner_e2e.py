@@ -103,12 +103,8 @@ def push_probe_image(api: docker.APIClient, ecr: Any, suffix: str) -> tuple[str,
     repository = f"{REGISTRY}/runner-e2e/probe"
     api.tag(BASE_IMAGE, repository, tag=suffix)
     digest = ""
-    for progress in api.push(
-        repository, tag=suffix, stream=True, decode=True, auth_config=registry_auth(ecr)
-    ):
-        assert "error" not in progress, (
-            f"push of {repository}:{suffix} failed: {progress}"
-        )
+    for progress in api.push(repository, tag=suffix, stream=True, decode=True, auth_config=registry_auth(ecr)):
+        assert "error" not in progress, f"push of {repository}:{suffix} failed: {progress}"
         digest = (progress.get("aux") or {}).get("Digest", digest)
     assert digest.startswith("sha256:"), "the push reported no digest"
     # Drop the local tag, so the runner has to pull the image from the registry.
@@ -130,12 +126,10 @@ def default_network(ec2: Any) -> dict[str, Any]:
 
 def create_event_queue(clients: dict[str, Any], suffix: str, cluster_arn: str) -> str:
     """Create an SQS queue that an EventBridge rule feeds with this cluster's ECS events."""
-    queue_url = clients["sqs"].create_queue(QueueName=f"runner-e2e-{suffix}")[
-        "QueueUrl"
+    queue_url = clients["sqs"].create_queue(QueueName=f"runner-e2e-{suffix}")["QueueUrl"]
+    queue_arn = clients["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
     ]
-    queue_arn = clients["sqs"].get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["QueueArn"]
-    )["Attributes"]["QueueArn"]
     rule = f"runner-e2e-{suffix}"
     pattern = {
         "source": ["aws.ecs"],
@@ -143,15 +137,11 @@ def create_event_queue(clients: dict[str, Any], suffix: str, cluster_arn: str) -
         "detail": {"clusterArn": [cluster_arn]},
     }
     clients["events"].put_rule(Name=rule, EventPattern=json.dumps(pattern))
-    clients["events"].put_targets(
-        Rule=rule, Targets=[{"Id": "queue", "Arn": queue_arn}]
-    )
+    clients["events"].put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": queue_arn}])
     return queue_url
 
 
-def start_runner(
-    state_dir: Path, log_path: Path, cluster_name: str
-) -> subprocess.Popen[bytes]:
+def start_runner(state_dir: Path, log_path: Path, cluster_name: str) -> subprocess.Popen[bytes]:
     environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "AWS_ENDPOINT_URL": AWS_ENDPOINT,
@@ -177,17 +167,12 @@ def start_runner(
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     suffix = uuid.uuid4().hex[:10]
-    clients = {
-        name: aws_client(name)
-        for name in ("ecs", "ecr", "ec2", "events", "sqs", "secretsmanager", "ssm")
-    }
+    clients = {name: aws_client(name) for name in ("ecs", "ecr", "ec2", "events", "sqs", "secretsmanager", "ssm")}
     api = docker.APIClient(base_url=DOCKER_HOST)
     image, digest = push_probe_image(api, clients["ecr"], suffix)
 
     cluster_name = f"runner-e2e-{suffix}"
-    cluster_arn = clients["ecs"].create_cluster(clusterName=cluster_name)["cluster"][
-        "clusterArn"
-    ]
+    cluster_arn = clients["ecs"].create_cluster(clusterName=cluster_name)["cluster"]["clusterArn"]
     queue_url = create_event_queue(clients, suffix, cluster_arn)
 
     work_dir = tmp_path_factory.mktemp("runner-e2e")
@@ -247,46 +232,30 @@ def wait_for_record(stack: Stack, task_arn: str) -> dict[str, Any]:
     deadline = time.monotonic() + TASK_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if stack.runner is not None:
-            assert stack.runner.poll() is None, (
-                f"runner exited early:\n{runner_output(stack)}"
-            )
+            assert stack.runner.poll() is None, f"runner exited early:\n{runner_output(stack)}"
         if records_path.exists():
             for line in records_path.read_text().splitlines():
                 record = json.loads(line)
                 if record["task_arn"] == task_arn:
                     return dict(record)
         time.sleep(0.2)
-    pytest.fail(
-        f"no record for {task_arn} after {TASK_TIMEOUT_SECONDS} s:\n{runner_output(stack)}"
-    )
+    pytest.fail(f"no record for {task_arn} after {TASK_TIMEOUT_SECONDS} s:\n{runner_output(stack)}")
 
 
-def wait_for_events(
-    stack: Stack, task_arn: str, statuses: list[str]
-) -> list[dict[str, Any]]:
+def wait_for_events(stack: Stack, task_arn: str, statuses: list[str]) -> list[dict[str, Any]]:
     """Read the event queue until the task's events with these lastStatus values arrived."""
     deadline = time.monotonic() + EVENT_TIMEOUT_SECONDS
     sqs = stack.clients["sqs"]
     while time.monotonic() < deadline:
         received = stack.received_events.get(task_arn, [])
-        if sorted(event["detail"]["lastStatus"] for event in received) == sorted(
-            statuses
-        ):
+        if sorted(event["detail"]["lastStatus"] for event in received) == sorted(statuses):
             return received
-        response = sqs.receive_message(
-            QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-        )
+        response = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
             event = json.loads(message["Body"])
-            stack.received_events.setdefault(event["detail"]["taskArn"], []).append(
-                event
-            )
-            sqs.delete_message(
-                QueueUrl=stack.queue_url, ReceiptHandle=message["ReceiptHandle"]
-            )
-    pytest.fail(
-        f"events for {task_arn}: {stack.received_events.get(task_arn)}, expected {statuses}"
-    )
+            stack.received_events.setdefault(event["detail"]["taskArn"], []).append(event)
+            sqs.delete_message(QueueUrl=stack.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    pytest.fail(f"events for {task_arn}: {stack.received_events.get(task_arn)}, expected {statuses}")
 
 
 def register_task_definition(stack: Stack, image: str, **container: Any) -> str:
@@ -338,9 +307,7 @@ def describe_task(stack: Stack, task_arn: str) -> dict[str, Any]:
 
 
 def command_override(script: str) -> dict[str, Any]:
-    return {
-        "containerOverrides": [{"name": "prefect", "command": ["sh", "-c", script]}]
-    }
+    return {"containerOverrides": [{"name": "prefect", "command": ["sh", "-c", script]}]}
 
 
 def labelled_containers(stack: Stack, task_arn: str) -> list[dict[str, Any]]:
@@ -379,9 +346,7 @@ def test_task_runs_as_ecs_would(stack: Stack) -> None:
             {"name": "DB_PASSWORD", "valueFrom": f"{secret_arn}:password::"},
             {"name": "API_TOKEN", "valueFrom": parameter_arn},
         ],
-        mountPoints=[
-            {"sourceVolume": "out", "containerPath": "/out", "readOnly": False}
-        ],
+        mountPoints=[{"sourceVolume": "out", "containerPath": "/out", "readOnly": False}],
     )
     flow_run_id = str(uuid.uuid4())
     probe = (
@@ -416,9 +381,7 @@ def test_task_runs_as_ecs_would(stack: Stack) -> None:
     assert record["started_at"] and record["stopped_at"]
 
     seen = dict(
-        line.split("=", 1)
-        for line in (stack.work_dir / "out" / "env.txt").read_text().splitlines()
-        if "=" in line
+        line.split("=", 1) for line in (stack.work_dir / "out" / "env.txt").read_text().splitlines() if "=" in line
     )
     assert seen["FROM_DEFINITION"] == "definition"
     assert seen["OVERRIDDEN"] == "override"
@@ -461,9 +424,7 @@ def test_missing_image_fails_to_start(stack: Stack) -> None:
     missing = f"{REGISTRY}/runner-e2e/missing:{stack.suffix}"
     definition_arn = register_task_definition(stack, missing)
 
-    task_arn = run_task(
-        stack, definition_arn, {"containerOverrides": [{"name": "prefect"}]}
-    )
+    task_arn = run_task(stack, definition_arn, {"containerOverrides": [{"name": "prefect"}]})
     record = wait_for_record(stack, task_arn)
 
     assert record["exit_code"] is None
@@ -490,16 +451,12 @@ def test_memory_limit_kills_container(stack: Stack) -> None:
     stopped = next(e for e in received if e["detail"]["lastStatus"] == "STOPPED")
     container = stopped["detail"]["containers"][0]
     assert container["exitCode"] == 137
-    assert (
-        container["reason"] == "OutOfMemoryError: Container killed due to memory usage"
-    )
+    assert container["reason"] == "OutOfMemoryError: Container killed due to memory usage"
 
 
 def test_handled_task_not_rerun(stack: Stack) -> None:
     records_path = stack.state_dir / "runner" / "tasks.jsonl"
-    handled = (
-        (stack.state_dir / "runner" / "handled_tasks.txt").read_text().splitlines()
-    )
+    handled = (stack.state_dir / "runner" / "handled_tasks.txt").read_text().splitlines()
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
 
     assert len(handled) == len(set(handled))
@@ -525,16 +482,12 @@ def test_restarted_runner_stops_unfinished_task(stack: Stack) -> None:
     # The module's cluster name is a prefix of this one, which moto's ListTasks matches
     # as a substring: the module's runner must still leave this cluster's task alone.
     cluster_name = f"runner-e2e-{stack.suffix}-restart"
-    cluster_arn = stack.clients["ecs"].create_cluster(clusterName=cluster_name)[
-        "cluster"
-    ]["clusterArn"]
+    cluster_arn = stack.clients["ecs"].create_cluster(clusterName=cluster_name)["cluster"]["clusterArn"]
     state_dir = stack.work_dir / "restart"
     state_dir.mkdir()
     definition_arn = register_task_definition(stack, stack.image)
     first_runner = start_runner(state_dir, state_dir / "first.log", cluster_name)
-    task_arn = run_task(
-        stack, definition_arn, command_override(LONG_RUNNING_SCRIPT), cluster_arn
-    )
+    task_arn = run_task(stack, definition_arn, command_override(LONG_RUNNING_SCRIPT), cluster_arn)
     wait_for_running_container(stack, task_arn)
     first_runner.kill()
     first_runner.wait()
@@ -559,9 +512,7 @@ def test_restarted_runner_stops_unfinished_task(stack: Stack) -> None:
     assert record["error"] == "the dev task runner restarted before the task finished"
     task = describe_task(stack, task_arn)
     assert task["lastStatus"] == "STOPPED"
-    assert task["stoppedReason"].startswith(
-        "Task stopped because the dev task runner restarted"
-    )
+    assert task["stoppedReason"].startswith("Task stopped because the dev task runner restarted")
     assert not labelled_containers(stack, task_arn)
 
 
@@ -577,12 +528,7 @@ def test_runner_stops_tasks_on_sigterm(stack: Stack) -> None:
 
     assert exit_code == 0, runner_output(stack)
     assert "Received SIGTERM; shutting down" in runner_output(stack)
-    records = [
-        json.loads(line)
-        for line in (stack.state_dir / "runner" / "tasks.jsonl")
-        .read_text()
-        .splitlines()
-    ]
+    records = [json.loads(line) for line in (stack.state_dir / "runner" / "tasks.jsonl").read_text().splitlines()]
     record = next(record for record in records if record["task_arn"] == task_arn)
     assert record["exit_code"] == 143
     assert record["stop_code"] == "UserInitiated"
