@@ -17,7 +17,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 LOCK_PREFIX = "deploy-flow-"
-# A deploy waits this long for the one before it; a first build with dependencies takes minutes.
+# A deploy waits this long for the one before it. A first build with dependencies takes
+# minutes, and a deploy-all-flows run holds the locks of all its flows until it ends.
 LOCK_TIMEOUT_SECONDS = 1800
 LIST_PAGE_SIZE = 200
 

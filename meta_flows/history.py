@@ -14,6 +14,7 @@ matches the tag selection of a rule cannot be expired by a rule with a lower pri
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +35,9 @@ from meta_flows.server_writes import server_writes
 
 HISTORY_LIMIT = 10
 PROTECTED_TAG_PREFIX = "keep-"
-# ECR tags are at most 128 characters; the prefix plus a 16-character content tag fits easily.
+# ECR tags are at most 128 characters; the prefix, 8 hex characters and a 16-character content tag fit easily.
 MAX_TAG_LENGTH = 128
+ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 
 
 class RollbackError(MetaFlowsError):
@@ -85,22 +87,23 @@ def same_version(entry: HistoryEntry, desired: DesiredDeployment) -> bool:
     return canonical(entry.desired.model_dump(mode="json")) == canonical(desired.model_dump(mode="json"))
 
 
-def protected_tag(image: str) -> str:
-    """Return the protected tag of an image: `keep-` and its tag (or the digest's first 16 hex characters)."""
+def protected_tag(image: str, full_name: str) -> str:
+    """Return the protected tag of an image in the history of `full_name`.
+
+    It is `keep-`, 8 hex characters of the deployment's name, and the image's tag (or the
+    digest's first 16 hex characters). Two deployments of one flow share a repository and its
+    images, so each history needs tags of its own: removing one history's tag must not unprotect
+    an image that another history still refers to.
+    """
     _, _, reference = split_image(image)
     name = reference.removeprefix("sha256:")[:16] if "@" in image else reference
-    return f"{PROTECTED_TAG_PREFIX}{name}"[:MAX_TAG_LENGTH]
+    owner = hashlib.sha256(full_name.encode()).hexdigest()[:8]
+    return f"{PROTECTED_TAG_PREFIX}{owner}-{name}"[:MAX_TAG_LENGTH]
 
 
-def protected_address(image: str) -> str:
-    """Return the address `protect_image` gives `image`: the same repository, its protected tag."""
-    host, repository, _ = split_image(image)
-    return f"{host}/{repository}:{protected_tag(image)}"
-
-
-def protect_image(image: str, login: RegistryLogin) -> str:
+def protect_image(image: str, full_name: str, login: RegistryLogin) -> str:
     """Tag `image` with its protected tag, so the lifecycle policy keeps it; return the tagged address."""
-    return add_tag(image, protected_tag(image), login)
+    return add_tag(image, protected_tag(image, full_name), login)
 
 
 def record_version(
@@ -120,7 +123,7 @@ def record_version(
     if entries and same_version(entries[-1], desired):
         return None
     image = str(desired.job_variables.get("image") or "")
-    protected = protect_image(image, get_login()) if image and get_login is not None else None
+    protected = protect_image(image, desired.full_name, get_login()) if image and get_login is not None else None
     entry = HistoryEntry(
         recorded_at=dt.datetime.now(dt.UTC),
         flow_run_id=flow_run_id,
@@ -134,30 +137,45 @@ def record_version(
     return entry
 
 
+def registry_id_of(host: str) -> dict[str, str]:
+    """Return `{"registryId": account}` for an ECR host (<account>.dkr.ecr.<region>.amazonaws.com), else nothing."""
+    match = ECR_HOST.match(host)
+    return {"registryId": match.group(1)} if match else {}
+
+
 def release_protected_tags(dropped: list[HistoryEntry], kept: list[HistoryEntry], region: str) -> list[str]:
     """Remove the `keep-` tag of each image that left the history; return the images untagged.
 
-    A tag that a kept version still uses stays. In ECR, BatchDeleteImage with a tag removes
-    only that tag while the image has another one (its content tag), and the lifecycle policy
-    may then expire the image. A tag that ECR does not have is skipped: on the local stack the
-    images live in a registry that is not the emulator's ECR. Any other failure is logged and
-    leaves the tag in place, so an image is kept too long rather than lost.
+    A tag that a kept version still refers to stays; tags are compared by repository and tag,
+    whatever registry host an entry names. In ECR, BatchDeleteImage with a tag removes only that
+    tag while the image has another one (its content tag), and the lifecycle policy may then
+    expire the image. A tag that ECR does not have is skipped: on the local stack the images live
+    in a registry that is not the emulator's ECR. Any other failure is logged and leaves the tag
+    in place, so an image is kept too long rather than lost.
     """
-    in_use = {entry.protected_image for entry in kept if entry.protected_image}
-    in_use |= {protected_address(entry.image) for entry in kept if entry.image}
+    in_use = {split_image(entry.protected_image)[1:] for entry in kept if entry.protected_image}
+    # An entry recorded without a protected address still refers to its image's tag.
+    in_use |= {
+        (split_image(entry.image)[1], protected_tag(entry.image, entry.desired.full_name))
+        for entry in kept
+        if entry.image
+    }
     tags_by_repository: dict[tuple[str, str], set[str]] = {}
     for entry in dropped:
-        if not entry.protected_image or entry.protected_image in in_use:
+        if not entry.protected_image:
             continue
         host, repository, tag = split_image(entry.protected_image)
-        tags_by_repository.setdefault((host, repository), set()).add(tag)
+        if (repository, tag) not in in_use:
+            tags_by_repository.setdefault((host, repository), set()).add(tag)
 
     released: list[str] = []
     logger = find_logger()
     for (host, repository), tags in sorted(tags_by_repository.items()):
         image_ids = [{"imageTag": tag} for tag in sorted(tags)]
         try:
-            reply = aws_client("ecr", region).batch_delete_image(repositoryName=repository, imageIds=image_ids)
+            reply = aws_client("ecr", region).batch_delete_image(
+                repositoryName=repository, imageIds=image_ids, **registry_id_of(host)
+            )
         except (BotoCoreError, ClientError) as exc:
             logger.warning(
                 "Removing tags %s from ECR repository %s failed, so those images stay protected: %s",

@@ -28,9 +28,10 @@ def aws_client(service: str, region: str) -> Any:
     """Return a boto3 client for `service` in `region` from the default credential chain.
 
     Clients are reused within the process: creating one loads the service model, which costs
-    about 0.1 s of CPU, and deploy-all-flows needs several per flow. Only one thread creates a
-    given client, so the first flows of a deploy-all-flows run do not each build their own.
-    botocore clients are thread-safe once created; sessions are not, hence the lock.
+    about 0.1 s of CPU, and deploy-all-flows needs several per flow. Clients are created one
+    at a time, under one lock, and each only once, so the first flows of a deploy-all-flows run
+    do not each build their own. botocore clients are thread-safe once created; sessions are
+    not.
     """
     key = (service, region, tuple(os.environ.get(name) for name in CLIENT_VARIABLES))
     client = _clients.get(key)

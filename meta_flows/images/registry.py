@@ -86,8 +86,13 @@ def send_request(
             attempt + 1,
             MAX_ATTEMPTS,
         )
-        time.sleep(delay)
+        pause(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def pause(seconds: float) -> None:
+    """Wait before the next attempt; tests replace it to record the delays."""
+    time.sleep(seconds)
 
 
 def log_giving_up(where: str, reason: str, attempts: int) -> None:

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from meta_flows.deployments import DesiredDeployment
-from meta_flows.history import HistoryEntry, release_protected_tags
+from meta_flows.history import HistoryEntry, protected_tag, release_protected_tags
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
@@ -32,16 +32,21 @@ def manifest(seed: str) -> str:
     )
 
 
+def keep(repository: str, tag: str) -> str:
+    """Return the protected tag the history of flow/default gives `repository:tag`."""
+    return protected_tag(f"{HOST}/{repository}:{tag}", "flow/default")
+
+
 @pytest.fixture
 def repository(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
-    """A repository in the emulator's ECR with images a, b and c, each with its content and keep- tag."""
+    """A repository in the emulator's ECR with images a, b and c, each with its content and protected tag."""
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.setenv(name, stack_env[name])
     ecr = boto3.client("ecr", region_name=stack_env["AWS_REGION"], endpoint_url=stack_env["AWS_ENDPOINT_URL"])
     name = f"e2e-history-{uuid.uuid4().hex[:6]}/flow"
     ecr.create_repository(repositoryName=name)
     for seed in ("a", "b", "c"):
-        for tag in (f"tag{seed}", f"keep-tag{seed}"):
+        for tag in (f"tag{seed}", keep(name, f"tag{seed}")):
             ecr.put_image(repositoryName=name, imageManifest=manifest(seed), imageTag=tag)
     yield ecr, name
     ecr.delete_repository(repositoryName=name, force=True)
@@ -49,10 +54,9 @@ def repository(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
 
 def entry(repository: str, tag: str, protected: bool = True) -> HistoryEntry:
     image = f"{HOST}/{repository}:{tag}"
-    desired = DesiredDeployment.model_construct(job_variables={"image": image})
-    return HistoryEntry.model_construct(
-        protected_image=f"{HOST}/{repository}:keep-{tag}" if protected else None, desired=desired
-    )
+    desired = DesiredDeployment.model_construct(flow_name="flow", name="default", job_variables={"image": image})
+    address = f"{HOST}/{repository}:{protected_tag(image, desired.full_name)}"
+    return HistoryEntry.model_construct(protected_image=address if protected else None, desired=desired)
 
 
 def tags_in(ecr: Any, repository: str) -> list[str]:
@@ -65,8 +69,8 @@ def test_dropped_version_loses_keep_tag_only(repository: tuple[Any, str], stack_
 
     released = release_protected_tags([entry(name, "taga")], [entry(name, "tagb")], stack_env["AWS_REGION"])
 
-    assert released == [f"{HOST}/{name}:keep-taga"]
-    assert tags_in(ecr, name) == ["keep-tagb", "keep-tagc", "taga", "tagb", "tagc"]
+    assert released == [f"{HOST}/{name}:{keep(name, 'taga')}"]
+    assert tags_in(ecr, name) == sorted([keep(name, "tagb"), keep(name, "tagc"), "taga", "tagb", "tagc"])
 
 
 def test_tag_still_used_by_kept_version_stays(repository: tuple[Any, str], stack_env: dict[str, str]) -> None:
@@ -77,8 +81,8 @@ def test_tag_still_used_by_kept_version_stays(repository: tuple[Any, str], stack
 
     released = release_protected_tags([entry(name, "taga"), entry(name, "tagb")], kept, stack_env["AWS_REGION"])
 
-    assert released == [f"{HOST}/{name}:keep-tagb"]
-    assert tags_in(ecr, name) == ["keep-taga", "keep-tagc", "taga", "tagb", "tagc"]
+    assert released == [f"{HOST}/{name}:{keep(name, 'tagb')}"]
+    assert tags_in(ecr, name) == sorted([keep(name, "taga"), keep(name, "tagc"), "taga", "tagb", "tagc"])
 
 
 def test_tag_missing_from_ecr_skipped(repository: tuple[Any, str], stack_env: dict[str, str]) -> None:
@@ -86,5 +90,18 @@ def test_tag_missing_from_ecr_skipped(repository: tuple[Any, str], stack_env: di
 
     released = release_protected_tags([entry(name, "tagz"), entry(name, "tagc")], [], stack_env["AWS_REGION"])
 
-    assert released == [f"{HOST}/{name}:keep-tagc"]
-    assert tags_in(ecr, name) == ["keep-taga", "keep-tagb", "taga", "tagb", "tagc"]
+    assert released == [f"{HOST}/{name}:{keep(name, 'tagc')}"]
+    assert tags_in(ecr, name) == sorted([keep(name, "taga"), keep(name, "tagb"), "taga", "tagb", "tagc"])
+
+
+def test_other_history_tag_of_same_image_stays(repository: tuple[Any, str], stack_env: dict[str, str]) -> None:
+    ecr, name = repository
+    image = f"{HOST}/{name}:taga"
+    other = protected_tag(image, "flow/other")
+    ecr.put_image(repositoryName=name, imageManifest=manifest("a"), imageTag=other)
+
+    released = release_protected_tags([entry(name, "taga")], [], stack_env["AWS_REGION"])
+
+    assert released == [f"{HOST}/{name}:{keep(name, 'taga')}"]
+    assert other in tags_in(ecr, name)
+    assert keep(name, "taga") not in tags_in(ecr, name)

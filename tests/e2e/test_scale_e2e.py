@@ -230,6 +230,10 @@ def test_deploy_all_takes_every_lock_at_once(scale: dict[str, Any], tmp_path: Pa
             assert "Image of a:" not in log_path.read_text()
             time.sleep(0.2)
         assert process.poll() is None, log_path.read_text()
+    except BaseException:
+        process.kill()
+        process.wait(timeout=60)
+        raise
     finally:
         released = requests.post(
             f"{env['PREFECT_API_URL']}/v2/concurrency_limits/decrement-with-lease",

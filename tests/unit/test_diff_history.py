@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import pytest
 
@@ -75,8 +76,10 @@ def test_rollback_of_unknown_image_rejected() -> None:
 def test_protected_tag_and_lifecycle_rule_agree() -> None:
     rule = protected_lifecycle_rule()
 
-    assert protected_tag("127.0.0.1:5000/p/hello:3f9a1c2b4d5e6f70") == "keep-3f9a1c2b4d5e6f70"
-    assert protected_tag("h/p/hello@sha256:" + "ab" * 32) == "keep-" + "ab" * 8
+    owner = hashlib.sha256(b"hello/hello").hexdigest()[:8]
+    assert protected_tag("127.0.0.1:5000/p/hello:3f9a1c2b4d5e6f70", "hello/hello") == f"keep-{owner}-3f9a1c2b4d5e6f70"
+    assert protected_tag("h/p/hello@sha256:" + "ab" * 32, "hello/hello") == f"keep-{owner}-" + "ab" * 8
+    assert protected_tag("h/p/hello:t", "hello/other") != protected_tag("h/p/hello:t", "hello/hello")
     assert rule["selection"]["tagPrefixList"] == ["keep-"]
     assert rule["rulePriority"] == 1
 

@@ -56,7 +56,7 @@ def host() -> Iterator[str]:
 def no_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the backoff delays instead of sleeping them."""
     delays: list[float] = []
-    monkeypatch.setattr(registry.time, "sleep", delays.append)
+    monkeypatch.setattr(registry, "pause", delays.append)
     return delays
 
 
