@@ -4,8 +4,9 @@ register-deployment appends the version it applied (the whole desired deployment
 variables, parameters, schedules, parameter schema) to a `DeploymentHistory` block named
 after the deployment, and keeps the last `HISTORY_LIMIT` versions.
 
-Each kept image also gets the tag `keep-<tag>` in its repository, removed again in ECR when its
-version leaves the history (`release_protected_tags`). An ECR lifecycle policy on
+Each kept image also gets the tag `keep-<8 hex of the deployment name>-<tag>` in its
+repository, removed again in ECR when its version leaves the history
+(`release_protected_tags`). An ECR lifecycle policy on
 the flow repositories must start with `protected_lifecycle_rule()`. In ECR, an image that
 matches the tag selection of a rule cannot be expired by a rule with a lower priority (a higher
 `rulePriority` number), so no later rule of the policy can expire a kept image.
@@ -146,7 +147,7 @@ def registry_id_of(host: str) -> dict[str, str]:
 def release_protected_tags(dropped: list[HistoryEntry], kept: list[HistoryEntry], region: str) -> list[str]:
     """Remove the `keep-` tag of each image that left the history; return the images untagged.
 
-    A tag that a kept version still refers to stays; tags are compared by repository and tag,
+    A tag that a kept version still refers to stays. Tags are compared by repository and tag,
     whatever registry host an entry names. In ECR, BatchDeleteImage with a tag removes only that
     tag while the image has another one (its content tag), and the lifecycle policy may then
     expire the image. A tag that ECR does not have is skipped: on the local stack the images live

@@ -4,7 +4,8 @@ The versions come from the deployment's kept history (see `history.py`): the ima
 setting register-deployment applied. Rollback applies the previous version with the same plan
 and apply as register-deployment, so it shows the same differences, honours the same schedule
 rules, and `dry_run=True` stops after the differences. The rolled-back version leaves the
-history, so a second rollback goes one version further back.
+history, so a second rollback goes one version further back, and its image loses its `keep-`
+tag in ECR.
 
 Start it from the Prefect UI, or with `prefect deployment run 'rollback-deployment/default'
 --param flow=<folder>`.
@@ -71,6 +72,9 @@ def rollback_deployment(flow: str, dry_run: bool = False) -> AppliedDeployment:
         applied = apply_plan(client, plan, dry_run=dry_run)
         if not dry_run:
             history.save_history(client, full_name, entries[:index])
+            # The versions rolled back from leave the history, so their images may expire.
+            # The target stays in the history and keeps its tag.
+            history.release_protected_tags(entries[index:], entries[:index], settings.aws_region)
 
     verb = "would roll back" if dry_run else "rolled back"
     logger.info("Deployment %s %s to version %s: %s", full_name, verb, target.desired.version, applied.url)

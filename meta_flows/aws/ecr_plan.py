@@ -3,7 +3,7 @@ and a lifecycle policy that keeps the last N images.
 
 Tags are content hashes, so an unchanged flow never pushes its tag twice and IMMUTABLE tags
 cost nothing; they stop anyone from moving a tag a deployment points at.
-NOTE: the history's keep-<tag> tags are added through the registry API; re-adding one that
+NOTE: the history's keep- tags are added through the registry API; re-adding one that
 already exists has not been run against ECR with IMMUTABLE tags (the local registry has no
 immutability).
 """

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from meta_flows.history import protected_tag
 from tests.e2e.conftest import wait_for
 from tests.e2e.helpers import api_get, read_deployment, registry_tags, runner_record, wait_for_final_state
 from tests.e2e.project_copy import (
@@ -68,9 +69,8 @@ def test_deploy_with_smoke_run_leaves_artifacts(project: Project) -> None:
 
 def test_kept_image_gets_protected_tag(project: Project) -> None:
     repository = f"{project.env['META_FLOWS_REPOSITORY_PREFIX']}/hello"
-    tag = project.images[0].rpartition(":")[2]
 
-    assert f"keep-{tag}" in registry_tags(project.env, repository)
+    assert protected_tag(project.images[0], project.hello) in registry_tags(project.env, repository)
     assert [e["desired"]["job_variables"]["image"] for e in history_entries(project.env, project.hello)] == [
         project.images[0]
     ]
@@ -168,6 +168,11 @@ def test_rollback_restores_previous_image_and_runs(project: Project) -> None:
     assert deployment["job_variables"]["image"] == project.images[0]
     assert deployment["parameters"] == previous["parameters"]
     assert len(history_entries(project.env, project.hello)) == len(entries_before) - 1
+    # The version rolled back from left the history, so rollback requested ECR to remove its
+    # keep- tag. On the local stack, the image is in the registry, not in the emulator's ECR.
+    released_tag = entries_before[-1]["protected_image"].rpartition(":")[2]
+    assert f"Tag {released_tag} is not in ECR repository" in output_of(result)
+    assert entries_before[-2]["protected_image"].rpartition(":")[2] not in output_of(result)
     artifact = latest_artifact(project.env, "rollback-hello", project.hello)["data"]
     assert f"| `job_variables.image` | `{project.images[1]}` | `{project.images[0]}` |" in artifact
     flow_run_id = create_flow_run_retrying(project.env, deployment["id"])
