@@ -13,15 +13,18 @@ Start it from the UI, with `prefect deployment run 'deploy-all-flows/default'`, 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import logging
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import WorkPool
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
@@ -31,7 +34,7 @@ from meta_flows.build_image import ImageTarget, build_and_push, format_bytes, pr
 from meta_flows.deploy_lock import deploy_locks
 from meta_flows.errors import MetaFlowsError
 from meta_flows.project import list_flow_folders, validate_flow_folder
-from meta_flows.register import register
+from meta_flows.register import read_ecs_pool, register
 from meta_flows.settings import load_settings
 
 MAX_CONCURRENCY = 32
@@ -57,13 +60,13 @@ class DeployAllFailed(MetaFlowsError):
 
 
 @task(name="deploy-one-flow", task_run_name="deploy-{flow}", cache_policy=NO_CACHE)
-def deploy_one_flow(flow: str, target: ImageTarget) -> FlowOutcome:
+def deploy_one_flow(flow: str, target: ImageTarget, pool: WorkPool) -> FlowOutcome:
     """Build, push and register one flow; a failure becomes a `failed` outcome with its reason."""
     started = time.monotonic()
     logger = get_run_logger()
     try:
         image = build_and_push(flow, target, artifact=False)
-        deployment = register(flow, image.uri, artifact=False)
+        deployment = register(flow, image.uri, artifact=False, pool=pool)
     except MetaFlowsError as exc:
         logger.error("Deploying %s failed: %s", flow, exc)
         return FlowOutcome(flow=flow, status="failed", error=str(exc), seconds=round(time.monotonic() - started, 2))
@@ -136,20 +139,25 @@ def deploy_all_flows(flows: list[str] | None = None, concurrency: int = DEFAULT_
     logger.info("Deploying %d flows, %d at a time: %s", len(selected), concurrency, ", ".join(selected))
 
     settings = load_settings()
-    warm_up = threading.Thread(target=load_shared_parts, args=(settings.aws_region,), name="deploy-all-warm-up")
-    warm_up.start()
-    target = prepare_image_target(settings)
+    with get_client(sync_client=True) as client:
+        pool = read_ecs_pool(client, settings.work_pool)
 
-    # The same locks as deploy-flow's, so a deploy-flow run of one of these flows waits for this
-    # run, and the reverse. All are taken at once, in one request.
-    repositories = [target.settings.repository_name(name) for name in selected]
+    # The look-ups every flow shares only read, so they run beside the lock request. The same
+    # locks as deploy-flow's, so a deploy-flow run of one of these flows waits for this run, and
+    # the reverse. All are taken at once, in one request.
+    repositories = [settings.repository_name(name) for name in selected]
     runner: Any
-    with deploy_locks(repositories), ThreadPoolTaskRunner(max_workers=concurrency) as runner:
-        warm_up.join()
-        futures: list[tuple[str, PrefectFuture[FlowOutcome]]] = [
-            (name, runner.submit(deploy_one_flow, parameters={"flow": name, "target": target})) for name in selected
-        ]
-        outcomes = [outcome_of(name, future) for name, future in futures]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="deploy-all-prepare") as preparing:
+        warm_up = preparing.submit(contextvars.copy_context().run, load_shared_parts, settings.aws_region)
+        preparing_target = preparing.submit(contextvars.copy_context().run, prepare_image_target, settings)
+        with deploy_locks(repositories), ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+            target = preparing_target.result()
+            warm_up.result()
+            parameters = {"target": target, "pool": pool}
+            futures: list[tuple[str, PrefectFuture[FlowOutcome]]] = [
+                (name, runner.submit(deploy_one_flow, parameters={"flow": name, **parameters})) for name in selected
+            ]
+            outcomes = [outcome_of(name, future) for name, future in futures]
 
     summary = render_summary_markdown(outcomes)
     create_markdown_artifact(key="deploy-all-flows", markdown=summary, description="Deploy of every flow")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel
 
 from blocks.deployment_history import DeploymentHistory
@@ -65,13 +66,20 @@ def history_block_name(full_name: str) -> str:
     return f"history-{slug}"[:100]
 
 
-def load_history(full_name: str) -> list[HistoryEntry]:
-    """Read the kept versions of `full_name`, oldest first; an empty list when none are kept."""
+def load_history(client: Any, full_name: str) -> list[HistoryEntry]:
+    """Read the kept versions of `full_name`, oldest first, or an empty list when none are kept.
+
+    The block document is read with the caller's client: `DeploymentHistory.load` would open a
+    client of its own and build the block's schema on every call, which deploy-all-flows makes
+    once per flow.
+    """
     try:
-        block: DeploymentHistory = DeploymentHistory.load(history_block_name(full_name), validate=False)  # type: ignore[assignment]
-    except ValueError:
+        document = client.read_block_document_by_name(
+            history_block_name(full_name), DeploymentHistory.get_block_type_slug(), include_secrets=False
+        )
+    except ObjectNotFound:
         return []
-    return [HistoryEntry.model_validate(entry) for entry in block.entries]
+    return [HistoryEntry.model_validate(entry) for entry in document.data.get("entries") or []]
 
 
 def save_history(client: Any, full_name: str, entries: list[HistoryEntry]) -> None:
@@ -120,7 +128,7 @@ def record_version(
     deploy requests no login from ECR. With `region`, the versions that fall out of the history
     also lose their images' `keep-` tags in ECR.
     """
-    entries = load_history(desired.full_name)
+    entries = load_history(client, desired.full_name)
     if entries and same_version(entries[-1], desired):
         return None
     image = str(desired.job_variables.get("image") or "")

@@ -9,6 +9,8 @@ the deployer pool. Entries under `flows/<folder>/` are the flows deployed to ECS
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -56,11 +58,22 @@ class FlowSource(BaseModel):
     function_name: str
 
 
+@functools.lru_cache(maxsize=8)
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text, with libyaml when PyYAML has it. The result is shared, so copy it before changing it.
+
+    deploy-all-flows reads prefect.yaml twice per flow, and a pure-Python parse of a file with
+    many entries costs milliseconds of CPU each time, so each text is parsed once.
+    """
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)
+
+
 def load_deployment_specs(project_root: Path) -> list[DeploymentSpec]:
     """Read and validate every deployment entry of prefect.yaml."""
     path = project_root / PREFECT_YAML
     try:
-        document = yaml.safe_load(path.read_text())
+        document = copy.deepcopy(parse_yaml(path.read_text()))
     except FileNotFoundError as exc:
         raise FlowSpecError(f"{path} not found: set META_FLOWS_PROJECT_ROOT to the checkout") from exc
     except yaml.YAMLError as exc:

@@ -14,7 +14,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import WorkPool
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run as prefect_runtime_flow_run
 
@@ -53,11 +54,15 @@ def register_deployment(flow: str, image: str, dry_run: bool = False) -> Applied
     return register(flow, image, dry_run=dry_run)
 
 
-def register(flow: str, image: str, dry_run: bool = False, artifact: bool = True) -> AppliedDeployment:
+def register(
+    flow: str, image: str, dry_run: bool = False, artifact: bool = True, pool: WorkPool | None = None
+) -> AppliedDeployment:
     """Register one flow's deployment inside the current flow or task run.
 
-    deploy-all-flows calls this from its tasks, since a subflow per flow costs about a second,
-    and leaves out the per-deployment artifact, since its summary artifact lists every one.
+    deploy-all-flows calls this from its tasks, since a subflow per flow costs about a second.
+    It leaves out the per-deployment artifact, because its summary artifact lists every one. It
+    also passes the ECS work pool it read once with `read_ecs_pool`. Without `pool`, the pool is
+    read here.
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -71,13 +76,8 @@ def register(flow: str, image: str, dry_run: bool = False, artifact: bool = True
     entrypoint = f"{PurePosixPath(spec.entrypoint_path).relative_to(flow_prefix)}:{spec.function_name}"
 
     with get_client(sync_client=True) as client:
-        check_prefect_api(client)
-        try:
-            pool = client.read_work_pool(settings.work_pool)
-        except ObjectNotFound:
-            raise FlowSpecError(
-                f"work pool {settings.work_pool!r} not found: run `python -m meta_flows.bootstrap` first"
-            ) from None
+        if pool is None:
+            pool = read_ecs_pool(client, settings.work_pool)
         validate_job_variables(spec.name, spec.job_variables, pool.base_job_template)
         job_variables = {**spec.job_variables, "image": image}
         desired = build_desired(
@@ -127,6 +127,15 @@ def register(flow: str, image: str, dry_run: bool = False, artifact: bool = True
         description=f"Deployment of flow {flow}",
     )
     return applied
+
+
+def read_ecs_pool(client: SyncPrefectClient, work_pool: str) -> WorkPool:
+    """Check the Prefect API, then return the ECS work pool; raise FlowSpecError when it is missing."""
+    check_prefect_api(client)
+    try:
+        return client.read_work_pool(work_pool)
+    except ObjectNotFound:
+        raise FlowSpecError(f"work pool {work_pool!r} not found: run `python -m meta_flows.bootstrap` first") from None
 
 
 def current_flow_run_id() -> str | None:

@@ -62,7 +62,7 @@ def rollback_deployment(flow: str, dry_run: bool = False) -> AppliedDeployment:
         except ObjectNotFound:
             raise history.RollbackError(f"deployment {full_name} not found: deploy it with deploy-flow first") from None
         current_image = current.job_variables.get("image")
-        entries = history.load_history(full_name)
+        entries = history.load_history(client, full_name)
         index, target = history.find_rollback_target(entries, current_image)
         if target.image:
             check_image_present(target.image, settings.aws_region)
