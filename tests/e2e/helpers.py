@@ -13,12 +13,26 @@ import requests
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+# The shared SQLite server returns 503 while another write holds the database lock.
+SERVER_BUSY_SECONDS = 60
+
+
+def api_request(env: dict[str, str], method: str, path: str, body: Any = None) -> Any:
+    """Send one Prefect API request and return its JSON body, or None when it has none.
+
+    The request is repeated while the server returns 503, for at most SERVER_BUSY_SECONDS.
+    """
+    deadline = time.monotonic() + SERVER_BUSY_SECONDS
+    while True:
+        reply = requests.request(method, f"{env['PREFECT_API_URL']}{path}", json=body, timeout=30)
+        if reply.status_code != 503 or time.monotonic() > deadline:
+            reply.raise_for_status()
+            return reply.json() if reply.content else None
+        time.sleep(1)
 
 
 def api_get(env: dict[str, str], path: str) -> Any:
-    reply = requests.get(f"{env['PREFECT_API_URL']}{path}", timeout=10)
-    reply.raise_for_status()
-    return reply.json()
+    return api_request(env, "GET", path)
 
 
 def read_deployment(env: dict[str, str], full_name: str) -> dict[str, Any]:
@@ -41,18 +55,13 @@ def flow_run_logs(env: dict[str, str], flow_run_id: str) -> list[dict[str, Any]]
     """Every log line the server holds for one flow run, oldest first."""
     logs: list[dict[str, Any]] = []
     while True:
-        reply = requests.post(
-            f"{env['PREFECT_API_URL']}/logs/filter",
-            json={
-                "logs": {"flow_run_id": {"any_": [flow_run_id]}},
-                "sort": "TIMESTAMP_ASC",
-                "limit": 200,
-                "offset": len(logs),
-            },
-            timeout=30,
-        )
-        reply.raise_for_status()
-        page = reply.json()
+        body = {
+            "logs": {"flow_run_id": {"any_": [flow_run_id]}},
+            "sort": "TIMESTAMP_ASC",
+            "limit": 200,
+            "offset": len(logs),
+        }
+        page = api_request(env, "POST", "/logs/filter", body)
         logs += page
         if len(page) < 200:
             return logs
@@ -81,13 +90,8 @@ def wait_for_flow_run_logs(
 
 
 def create_flow_run(env: dict[str, str], deployment_id: str, parameters: dict[str, Any]) -> str:
-    reply = requests.post(
-        f"{env['PREFECT_API_URL']}/deployments/{deployment_id}/create_flow_run",
-        json={"parameters": parameters},
-        timeout=10,
-    )
-    reply.raise_for_status()
-    return str(reply.json()["id"])
+    flow_run = api_request(env, "POST", f"/deployments/{deployment_id}/create_flow_run", {"parameters": parameters})
+    return str(flow_run["id"])
 
 
 def registry_login(env: dict[str, str]) -> tuple[str, str]:

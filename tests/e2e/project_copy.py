@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.conftest import PROJECT_ROOT, run_command, wait_for
+from tests.e2e.conftest import PROJECT_ROOT, run_command
 
 DEPLOY_TIMEOUT = 900
 
@@ -105,18 +105,3 @@ def latest_artifact(env: dict[str, str], key: str, *containing: str) -> dict[str
         if all(text in str(artifact.get("data")) for text in containing):
             return artifact  # type: ignore[no-any-return]
     raise AssertionError(f"no artifact {key} mentions {containing}")
-
-
-def create_flow_run_retrying(env: dict[str, str], deployment_id: str) -> str:
-    """Create a flow run, retrying HTTP 503: the shared SQLite server returns it while another write has the lock."""
-
-    def attempt() -> str | None:
-        reply = requests.post(
-            f"{env['PREFECT_API_URL']}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30
-        )
-        if reply.status_code == 503:
-            return None
-        reply.raise_for_status()
-        return str(reply.json()["id"])
-
-    return wait_for(attempt, 60, f"create a flow run of deployment {deployment_id}", interval=2)  # type: ignore[no-any-return]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from tests.e2e.conftest import PROJECT_ROOT, run_command
+from tests.e2e.helpers import api_request
 
 
 def session_env(base: dict[str, str], tag: str) -> tuple[dict[str, str], str]:
@@ -77,15 +76,5 @@ def flow_files(name: str, function: str = "main", requirements: str = "") -> dic
     return {"flow.py": FLOW_SOURCE.format(name=name, function=function), "requirements.txt": requirements}
 
 
-SERVER_BUSY_SECONDS = 60
-
-
 def api_post(env: dict[str, str], path: str, body: dict[str, Any]) -> Any:
-    """POST to the Prefect API, repeating while the shared server returns 503 (busy), up to a deadline."""
-    deadline = time.monotonic() + SERVER_BUSY_SECONDS
-    while True:
-        reply = requests.post(f"{env['PREFECT_API_URL']}{path}", json=body, timeout=30)
-        if reply.status_code != 503 or time.monotonic() > deadline:
-            reply.raise_for_status()
-            return reply.json()
-        time.sleep(1)
+    return api_request(env, "POST", path, body)

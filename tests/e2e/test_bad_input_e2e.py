@@ -63,17 +63,22 @@ class Outcome:
     after: dict[str, Any] = field(default_factory=dict)
 
 
-def run_case(case: Case, suffix: str) -> Outcome:
+def run_case(case: Case, suffix: str, created_locks: set[str]) -> Outcome:
     """Run the case's command between two snapshots.
 
-    `created_lock` names a deploy lock the run may create: a deploy that passes every check
-    creates its flow's lock before the build.
+    A case's `created_lock` names a deploy lock its run may create: a deploy that passes every
+    check creates its flow's lock before the build. Cases run side by side, so the snapshots of
+    every case leave out all of `created_locks`.
     """
-    before = take_snapshot(case.env, suffix)
+
+    def snapshot() -> dict[str, Any]:
+        taken = take_snapshot(case.env, suffix)
+        taken["prefect"]["limits"] = [limit for limit in taken["prefect"]["limits"] if limit[0] not in created_locks]
+        return taken
+
+    before = snapshot()
     result = run_command([sys.executable, "-m", *case.command], case.env, timeout=900)
-    after = take_snapshot(case.env, suffix)
-    if case.created_lock is not None:
-        after["prefect"]["limits"] = [limit for limit in after["prefect"]["limits"] if limit[0] != case.created_lock]
+    after = snapshot()
     return Outcome(result.returncode, result.stdout + result.stderr, before, after)
 
 
@@ -248,8 +253,9 @@ def outcomes(
     )
     cases["missing-package"].created_lock = f"deploy-flow-rel-{suffix}--badreqs"
 
+    created_locks = {case.created_lock for case in cases.values() if case.created_lock is not None}
     with ThreadPoolExecutor(PARALLEL_CASES) as pool:
-        results = pool.map(lambda case: run_case(case, suffix), cases.values())
+        results = pool.map(lambda case: run_case(case, suffix, created_locks), cases.values())
         return dict(zip(cases, results, strict=True))
 
 

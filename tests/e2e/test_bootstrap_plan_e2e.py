@@ -22,6 +22,7 @@ from tests.e2e.bootstrap_support import (
     session_env,
     teardown,
 )
+from tests.e2e.helpers import api_request
 
 UNTAGGED = "not created by this project"
 
@@ -159,7 +160,7 @@ def test_foreign_resources_are_used_and_kept(stack_env: dict[str, str]) -> None:
     env = session_env("foreign")
     create_foreign_resources(env)
     pool_url = f"{env['PREFECT_API_URL']}/work_pools/"
-    requests.post(pool_url, json={"name": env["META_FLOWS_WORK_POOL"], "type": "ecs"}, timeout=10).raise_for_status()
+    api_request(env, "POST", "/work_pools/", {"name": env["META_FLOWS_WORK_POOL"], "type": "ecs"})
     before = aws_snapshot(env)
 
     try:

@@ -16,10 +16,17 @@ import requests
 
 from meta_flows.history import protected_tag
 from tests.e2e.conftest import wait_for
-from tests.e2e.helpers import api_get, read_deployment, registry_tags, runner_record, wait_for_final_state
+from tests.e2e.helpers import (
+    api_get,
+    api_request,
+    create_flow_run,
+    read_deployment,
+    registry_tags,
+    runner_record,
+    wait_for_final_state,
+)
 from tests.e2e.project_copy import (
     Project,
-    create_flow_run_retrying,
     latest_artifact,
     make_project,
     output_of,
@@ -98,12 +105,7 @@ def test_schedule_paused_in_ui_stays_paused(project: Project) -> None:
     deployment = read_deployment(project.env, project.hello)
     [schedule] = deployment["schedules"]
     assert schedule["active"] is True
-    reply = requests.patch(
-        f"{project.env['PREFECT_API_URL']}/deployments/{deployment['id']}/schedules/{schedule['id']}",
-        json={"active": False},
-        timeout=10,
-    )
-    reply.raise_for_status()
+    api_request(project.env, "PATCH", f"/deployments/{deployment['id']}/schedules/{schedule['id']}", {"active": False})
     project.edit_entry("hello", parameters={"name": "paused"})
 
     result = project.deploy("hello")
@@ -175,7 +177,7 @@ def test_rollback_restores_previous_image_and_runs(project: Project) -> None:
     assert entries_before[-2]["protected_image"].rpartition(":")[2] not in output_of(result)
     artifact = latest_artifact(project.env, "rollback-hello", project.hello)["data"]
     assert f"| `job_variables.image` | `{project.images[1]}` | `{project.images[0]}` |" in artifact
-    flow_run_id = create_flow_run_retrying(project.env, deployment["id"])
+    flow_run_id = create_flow_run(project.env, deployment["id"], {})
     flow_run = wait_for_final_state(project.env, flow_run_id, RUN_TIMEOUT)
     assert flow_run["state_type"] == "COMPLETED"
     record = wait_for(lambda: runner_record(project.env, flow_run_id), 30, "runner record of the rolled-back run")
@@ -201,12 +203,8 @@ def test_smoke_run_over_memory_limit_explains_oom(project: Project) -> None:
 def test_smoke_run_missing_image_explains_pull_failure(project: Project) -> None:
     deployment = read_deployment(project.env, project.hello)
     missing = project.images[0].rpartition(":")[0] + ":not-in-registry"
-    reply = requests.patch(
-        f"{project.env['PREFECT_API_URL']}/deployments/{deployment['id']}",
-        json={"job_variables": {**deployment["job_variables"], "image": missing}},
-        timeout=10,
-    )
-    reply.raise_for_status()
+    job_variables = {**deployment["job_variables"], "image": missing}
+    api_request(project.env, "PATCH", f"/deployments/{deployment['id']}", {"job_variables": job_variables})
 
     result = project.run_flow(
         "smoke", f"smoke_run(deployment_id={deployment['id']!r}, parameters={{}}, timeout_seconds={RUN_TIMEOUT})"

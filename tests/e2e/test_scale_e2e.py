@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
@@ -25,12 +25,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import PROJECT_ROOT, run_command, wait_for
-from tests.e2e.helpers import api_get as api_get_once
-from tests.e2e.helpers import create_flow_run as create_flow_run_once
-from tests.e2e.helpers import read_deployment as read_deployment_once
-from tests.e2e.helpers import registry_tags
+from tests.e2e.helpers import api_get, api_request, create_flow_run, read_deployment, registry_tags
 
-T = TypeVar("T")
 DEPLOY_TIMEOUT = 900
 PROXY_PORT = 5051
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
@@ -46,35 +42,8 @@ def main(greeting: str = "hello") -> str:
 """
 
 
-API_ATTEMPTS = 8
-
-
 def output_of(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + result.stderr
-
-
-def retry_unavailable(call: Callable[[], T]) -> T:
-    """Call the Prefect API, retrying HTTP 503, which a busy SQLite server returns under load."""
-    for attempt in range(1, API_ATTEMPTS + 1):
-        try:
-            return call()
-        except requests.HTTPError as exc:
-            if exc.response is None or exc.response.status_code != 503 or attempt == API_ATTEMPTS:
-                raise
-            time.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
-
-
-def api_get(env: dict[str, str], path: str) -> Any:
-    return retry_unavailable(lambda: api_get_once(env, path))
-
-
-def create_flow_run(env: dict[str, str], deployment_id: str, parameters: dict[str, Any]) -> str:
-    return retry_unavailable(lambda: create_flow_run_once(env, deployment_id, parameters))
-
-
-def read_deployment(env: dict[str, str], full_name: str) -> dict[str, Any]:
-    return retry_unavailable(lambda: read_deployment_once(env, full_name))
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +174,13 @@ def test_unchanged_redeploy_builds_pushes_registers_nothing(scale: dict[str, Any
 
 def hold_deploy_lock(env: dict[str, str], name: str) -> str:
     """Take the one slot of the deploy lock `name` through the Prefect API; return the lease id."""
-    api = env["PREFECT_API_URL"]
-    created = requests.post(f"{api}/v2/concurrency_limits/", json={"name": name, "limit": 1}, timeout=10)
-    assert created.status_code in (201, 409), created.text
+    try:
+        api_request(env, "POST", "/v2/concurrency_limits/", {"name": name, "limit": 1})
+    except requests.HTTPError as exc:
+        # 409: the limit exists already, which is as good.
+        assert exc.response is not None and exc.response.status_code == 409, exc
     body = {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 300}
-    reply = requests.post(f"{api}/v2/concurrency_limits/increment-with-lease", json=body, timeout=10)
-    reply.raise_for_status()
-    return str(reply.json()["lease_id"])
+    return str(api_request(env, "POST", "/v2/concurrency_limits/increment-with-lease", body)["lease_id"])
 
 
 def test_deploy_all_takes_every_lock_at_once(scale: dict[str, Any], tmp_path: Path) -> None:
@@ -235,12 +204,7 @@ def test_deploy_all_takes_every_lock_at_once(scale: dict[str, Any], tmp_path: Pa
         process.wait(timeout=60)
         raise
     finally:
-        released = requests.post(
-            f"{env['PREFECT_API_URL']}/v2/concurrency_limits/decrement-with-lease",
-            json={"lease_id": lease_id},
-            timeout=10,
-        )
-    assert released.status_code == 204, released.text
+        api_request(env, "POST", "/v2/concurrency_limits/decrement-with-lease", {"lease_id": lease_id})
     assert process.wait(timeout=DEPLOY_TIMEOUT) == 0, log_path.read_text()
     output = log_path.read_text()
     prefix = scale["prefix"]
@@ -315,12 +279,7 @@ def clone_deployment(env: dict[str, str], source: dict[str, Any], name: str) -> 
     fields = ["flow_id", "entrypoint", "work_pool_name", "work_queue_name", "job_variables", "pull_steps"]
     body = {field: source[field] for field in fields} | {"name": name, "parameter_openapi_schema": {}}
 
-    def post() -> str:
-        reply = requests.post(f"{env['PREFECT_API_URL']}/deployments/", json=body, timeout=10)
-        reply.raise_for_status()
-        return str(reply.json()["id"])
-
-    return retry_unavailable(post)
+    return str(api_request(env, "POST", "/deployments/", body)["id"])
 
 
 def test_ten_deployments_started_together_not_throttled(scale: dict[str, Any], fault_proxy: str) -> None:
