@@ -39,6 +39,8 @@ HISTORY_LIMIT = 10
 PROTECTED_TAG_PREFIX = "keep-"
 # ECR tags are at most 128 characters; the prefix, 8 hex characters and a 16-character content tag fit easily.
 MAX_TAG_LENGTH = 128
+# The protected tags that protected_tag() writes: the prefix, then the deployment's 8 hex characters.
+OWNED_TAG = re.compile(rf"^{PROTECTED_TAG_PREFIX}[0-9a-f]{{8}}-")
 ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 
 
@@ -169,16 +171,21 @@ def release_protected_tags(dropped: list[HistoryEntry], kept: list[HistoryEntry]
         for entry in kept
         if entry.image
     }
+    logger = find_logger()
     tags_by_repository: dict[tuple[str, str], set[str]] = {}
     for entry in dropped:
         if not entry.protected_image:
             continue
         host, repository, tag = split_image(entry.protected_image)
+        if not OWNED_TAG.match(tag):
+            # NOTE: a tag without the deployment's hash was written before each history had
+            # tags of its own. Another deployment may still need it, so it stays.
+            logger.info("Tag %s of ECR repository %s may be shared with another deployment; it stays", tag, repository)
+            continue
         if (repository, tag) not in in_use:
             tags_by_repository.setdefault((host, repository), set()).add(tag)
 
     released: list[str] = []
-    logger = find_logger()
     for (host, repository), tags in sorted(tags_by_repository.items()):
         image_ids = [{"imageTag": tag} for tag in sorted(tags)]
         try:

@@ -69,6 +69,19 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=loader)
 
 
+def yaml_error(text: str, error: yaml.YAMLError) -> yaml.YAMLError:
+    """Return the error of the pure-Python parser for `text`, which shows the failing line; else `error`.
+
+    libyaml's messages leave out the source line and some details, so a file that fails is
+    parsed again, once, for the message.
+    """
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as detailed:
+        return detailed
+    return error
+
+
 def load_deployment_specs(project_root: Path) -> list[DeploymentSpec]:
     """Read and validate every deployment entry of prefect.yaml."""
     path = project_root / PREFECT_YAML
@@ -77,7 +90,7 @@ def load_deployment_specs(project_root: Path) -> list[DeploymentSpec]:
     except FileNotFoundError as exc:
         raise FlowSpecError(f"{path} not found: set META_FLOWS_PROJECT_ROOT to the checkout") from exc
     except yaml.YAMLError as exc:
-        raise FlowSpecError(f"{path} is not valid YAML: {exc}") from exc
+        raise FlowSpecError(f"{path} is not valid YAML: {yaml_error(path.read_text(), exc)}") from exc
 
     entries = (document or {}).get("deployments") or []
     specs = []

@@ -20,6 +20,7 @@ from prefect.exceptions import ObjectNotFound
 
 from meta_flows import history
 from meta_flows.aws import ecr
+from meta_flows.deploy_lock import deploy_lock
 from meta_flows.deployment_plan import apply_plan, plan_deployment
 from meta_flows.deployments import AppliedDeployment
 from meta_flows.images.manifests import split_image
@@ -55,7 +56,9 @@ def rollback_deployment(flow: str, dry_run: bool = False) -> AppliedDeployment:
     spec = find_flow_spec(settings.project_root, flow)
     full_name = f"{read_flow_source(settings.project_root, spec).flow_name}/{spec.name}"
 
-    with get_client(sync_client=True) as client:
+    # The deploy lock keeps a deploy-flow run of this flow from writing the history, or
+    # re-protecting an image, while the rollback changes them.
+    with get_client(sync_client=True) as client, deploy_lock(settings.repository_name(flow)):
         check_prefect_api(client)
         try:
             current = client.read_deployment_by_name(full_name)

@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 
+from meta_flows import history
 from meta_flows.deployments import DesiredDeployment
 from meta_flows.diff import diff_values, render_changes_markdown
 from meta_flows.history import (
@@ -16,6 +17,7 @@ from meta_flows.history import (
     history_block_name,
     protected_lifecycle_rule,
     protected_tag,
+    release_protected_tags,
 )
 from meta_flows.images.progress import PushProgress, format_bytes
 
@@ -102,3 +104,42 @@ def test_push_progress_reports_once_per_interval() -> None:
     assert lines[0].startswith("Pushing: ")
     assert "of 1.0 MiB sent" in lines[0]
     assert format_bytes(512) == "512 B"
+
+
+class RecordingEcr:
+    """An ECR client that records BatchDeleteImage requests and reports every tag removed."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, object]] = []
+
+    def batch_delete_image(self, **request: object) -> dict[str, object]:
+        self.requests.append(request)
+        return {"imageIds": request["imageIds"], "failures": []}
+
+
+def kept_entry(image: str, protected_image: str | None, full_name: str = "flow/default") -> HistoryEntry:
+    flow_name, _, name = full_name.partition("/")
+    desired = DesiredDeployment.model_construct(flow_name=flow_name, name=name, job_variables={"image": image})
+    return HistoryEntry.model_construct(protected_image=protected_image, desired=desired)
+
+
+def test_release_keeps_used_and_shared_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    ecr = RecordingEcr()
+    monkeypatch.setattr(history, "aws_client", lambda service, region: ecr)
+    host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+    def owned(tag: str) -> HistoryEntry:
+        image = f"{host}/p/flow:{tag}"
+        return kept_entry(image, f"{host}/p/flow:{protected_tag(image, 'flow/default')}")
+
+    old_format = kept_entry(f"{host}/p/flow:aaa", f"{host}/p/flow:keep-aaa")
+    unprotected = kept_entry(f"{host}/p/flow:ddd", None)
+    dropped = [old_format, owned("bbb"), owned("ccc"), unprotected]
+    # ccc is deployed again by a kept version that has no protected address recorded.
+    kept = [kept_entry(f"{host}/p/flow:ccc", None)]
+
+    released = release_protected_tags(dropped, kept, "us-east-1")
+
+    bbb = protected_tag(f"{host}/p/flow:bbb", "flow/default")
+    assert ecr.requests == [{"repositoryName": "p/flow", "imageIds": [{"imageTag": bbb}], "registryId": "123456789012"}]
+    assert released == [f"{host}/p/flow:{bbb}"]

@@ -9,7 +9,7 @@ from blocks.ecs_task_settings import EcsTaskSettings
 from meta_flows.deployments import build_desired, normalise_schedule
 from meta_flows.errors import FlowSpecError
 from meta_flows.pool_template import build_base_job_template, validate_job_variables
-from meta_flows.project import find_flow_spec, read_flow_source, validate_flow_folder
+from meta_flows.project import find_flow_spec, load_deployment_specs, read_flow_source, validate_flow_folder
 from meta_flows.settings import PROJECT_ROOT
 
 PREFECT_YAML = """
@@ -118,6 +118,29 @@ def test_unknown_parameter_in_prefect_yaml_is_rejected(project: Path) -> None:
         desired_for(project)
 
     assert "sets parameters the flow does not take: cuont" in str(error.value)
+
+
+def test_invalid_prefect_yaml_shows_failing_line(project: Path) -> None:
+    (project / "prefect.yaml").write_text(PREFECT_YAML.replace("name: demo", "name: demo: x"))
+
+    with pytest.raises(FlowSpecError) as error:
+        find_flow_spec(project, "demo")
+
+    message = str(error.value)
+    assert "prefect.yaml is not valid YAML: mapping values are not allowed here" in message
+    assert "line 3, column 15" in message
+    assert "  - name: demo: x\n" in message
+
+
+def test_prefect_yaml_change_by_caller_not_cached(project: Path) -> None:
+    first = load_deployment_specs(project)
+    first[0].parameters["count"] = 99
+    first[0].tags.append("changed")
+
+    again = load_deployment_specs(project)
+
+    assert again[0].parameters == {"count": 3}
+    assert again[0].tags == []
 
 
 def test_unknown_prefect_yaml_key_is_rejected(project: Path) -> None:
