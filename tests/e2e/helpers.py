@@ -21,6 +21,7 @@ def api_request(env: dict[str, str], method: str, path: str, body: Any = None) -
     """Send one Prefect API request and return its JSON body, or None when it has none.
 
     The request is repeated while the server returns 503, for at most SERVER_BUSY_SECONDS.
+    Repeating a POST is safe here because the server commits nothing when it returns 503.
     """
     deadline = time.monotonic() + SERVER_BUSY_SECONDS
     while True:
