@@ -4,7 +4,7 @@ moto never fails a call and never throttles, so tests that claim "retried" or "n
 prove nothing against it alone. The proxy forwards to one upstream on 127.0.0.1 and records
 every request, with two ways to make it fail:
 
-- rules, set by a test in the same process: a predicate on the request, a fault (an answer such
+- rules, set by a test in the same process: a predicate on the request, a fault (a reply such
   as a throttling error, a request body cut off halfway, or a request held unanswered), and how
   many times it fires;
 - a registration limiter that applies ECS's limits to RegisterTaskDefinition: a token bucket
@@ -66,7 +66,11 @@ class Request:
 
 @dataclass
 class Fault:
-    """What to do instead of forwarding: answer (status, headers, body), cut the body, or hold."""
+    """A fault: what the proxy does instead of forwarding.
+
+    Its kind is "answer" (reply with status, headers and body), "cut" (cut the request body
+    off) or "hold" (keep the request waiting).
+    """
 
     kind: str
     status: int = 0
@@ -102,7 +106,7 @@ def aws_query_error(code: str, message: str, status: int = 400) -> Fault:
 
 
 def cut_body() -> Fault:
-    """Read half of the request body, then close the connection without an answer."""
+    """Read half of the request body, then close the connection without a response."""
     return Fault("cut")
 
 
@@ -190,7 +194,7 @@ class FaultProxy:
     """The proxy server; use as a context manager, or call start() and stop().
 
     Port 0 binds a free port; `address` gives the one bound. With a `limiter`, the proxy applies
-    ECS's RegisterTaskDefinition limits to the requests that no rule answers. With `record`
+    ECS's RegisterTaskDefinition limits to the requests that no rule replies to. With `record`
     (the default), every request, headers and body, is kept in `requests` until cleared.
     """
 
@@ -202,7 +206,7 @@ class FaultProxy:
         self.record = record
         self.rules: list[Rule] = []
         self.requests: list[Request] = []
-        self.held = threading.Event()
+        self.request_held = threading.Event()
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
@@ -306,7 +310,7 @@ class FaultProxy:
                 request = Request(self.command, self.path, headers, self._read_body())
                 fault = proxy._pick_fault(request)
                 if fault is not None and fault.kind == "hold":
-                    proxy.held.set()
+                    proxy.request_held.set()
                     proxy._release.wait(HOLD_TIMEOUT_SECONDS)
                     self.close_connection = True
                     return

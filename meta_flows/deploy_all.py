@@ -33,8 +33,9 @@ from meta_flows.aws.clients import aws_client
 from meta_flows.build_image import ImageTarget, build_and_push, format_bytes, prepare_image_target
 from meta_flows.deploy_lock import deploy_locks
 from meta_flows.errors import MetaFlowsError
+from meta_flows.preflight import read_ecs_pool
 from meta_flows.project import list_flow_folders, validate_flow_folder
-from meta_flows.register import read_ecs_pool, register
+from meta_flows.register import register
 from meta_flows.settings import load_settings
 
 MAX_CONCURRENCY = 32

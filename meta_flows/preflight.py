@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import WorkPool
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
@@ -56,9 +57,11 @@ def check_settings_network(settings: Settings) -> None:
         )
 
 
-def read_pool_template(client: SyncPrefectClient, pool_name: str) -> dict[str, object]:
+def read_ecs_pool(client: SyncPrefectClient, pool_name: str) -> WorkPool:
+    """Check the Prefect API, then return the ECS work pool, or raise FlowSpecError when it is missing."""
+    check_prefect_api(client)
     try:
-        return client.read_work_pool(pool_name).base_job_template
+        return client.read_work_pool(pool_name)
     except ObjectNotFound:
         raise FlowSpecError(f"work pool {pool_name!r} not found: run `python -m meta_flows.bootstrap` first") from None
 
@@ -68,8 +71,7 @@ def check_deploy_inputs(settings: Settings, flow: str) -> DeploymentSpec:
     spec = find_flow_spec(settings.project_root, flow)
     engine.connect_engine().close()
     with get_client(sync_client=True) as client:
-        check_prefect_api(client)
-        template = read_pool_template(client, settings.work_pool)
+        template = read_ecs_pool(client, settings.work_pool).base_job_template
     validate_job_variables(spec.name, spec.job_variables, template)
     # Reads the flow's source and parameter schema; the image is filled in after the build.
     build_desired(

@@ -14,9 +14,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import WorkPool
-from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run as prefect_runtime_flow_run
 
 from meta_flows import history
@@ -24,10 +23,10 @@ from meta_flows.aws import ecr
 from meta_flows.deployment_plan import apply_plan, plan_deployment
 from meta_flows.deployments import AppliedDeployment, build_desired
 from meta_flows.diff import render_changes_markdown
-from meta_flows.errors import FlowSpecError, SettingsError
+from meta_flows.errors import SettingsError
 from meta_flows.images.dockerfile import flow_workdir
 from meta_flows.pool_template import validate_job_variables
-from meta_flows.prefect_api import check_prefect_api
+from meta_flows.preflight import read_ecs_pool
 from meta_flows.project import find_flow_spec
 from meta_flows.settings import load_settings
 from meta_flows.task_definitions import ensure_task_definition, family_for, needs_deployment_id, render_task_definition
@@ -127,15 +126,6 @@ def register(
         description=f"Deployment of flow {flow}",
     )
     return applied
-
-
-def read_ecs_pool(client: SyncPrefectClient, work_pool: str) -> WorkPool:
-    """Check the Prefect API, then return the ECS work pool; raise FlowSpecError when it is missing."""
-    check_prefect_api(client)
-    try:
-        return client.read_work_pool(work_pool)
-    except ObjectNotFound:
-        raise FlowSpecError(f"work pool {work_pool!r} not found: run `python -m meta_flows.bootstrap` first") from None
 
 
 def current_flow_run_id() -> str | None:

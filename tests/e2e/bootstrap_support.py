@@ -15,8 +15,9 @@ import boto3
 import requests
 import yaml
 
+from devstack.fault_proxy import Request
 from tests.e2e.conftest import PROJECT_ROOT, run_command
-from tests.e2e.counting_proxy import CountingProxy, Recorded
+from tests.e2e.counting_proxy import CountingProxy
 
 AWS_PROXY_PORT = 5032
 PREFECT_PROXY_PORT = 5033
@@ -159,12 +160,12 @@ def prefect_snapshot(env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def mutating_aws_calls(requests_seen: list[Recorded]) -> list[str]:
+def mutating_aws_calls(requests_seen: list[Request]) -> list[str]:
     actions = [r.aws_action for r in requests_seen]
     return [a for a in actions if a and not a.startswith(READ_PREFIXES)]
 
 
-def prefect_object_writes(requests_seen: list[Recorded]) -> list[str]:
+def prefect_object_writes(requests_seen: list[Request]) -> list[str]:
     writes = []
     for request in requests_seen:
         path = request.path.split("?")[0].removeprefix("/api")

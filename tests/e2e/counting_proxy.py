@@ -10,24 +10,8 @@ from __future__ import annotations
 import socket
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
 
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def aws_action(self) -> str:
-        """Return the AWS operation: from X-Amz-Target (JSON APIs) or the Action form field (query APIs)."""
-        target = self.headers.get("x-amz-target")
-        if target:
-            return target.rpartition(".")[2]
-        form = parse_qs(self.body.decode("utf-8", "replace"))
-        return form.get("Action", [""])[0]
+from devstack.fault_proxy import Request
 
 
 @dataclass
@@ -36,7 +20,7 @@ class CountingProxy:
 
     port: int
     upstream_port: int
-    requests: list[Recorded] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
     _server: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,7 +74,7 @@ class CountingProxy:
                 pass
 
 
-def _read_request(reader: object) -> tuple[bytes, Recorded] | None:
+def _read_request(reader: object) -> tuple[bytes, Request] | None:
     head = b""
     while not head.endswith(b"\r\n\r\n"):
         line = reader.readline()  # type: ignore[attr-defined]
@@ -110,7 +94,7 @@ def _read_request(reader: object) -> tuple[bytes, Recorded] | None:
     else:
         body = reader.read(int(headers.get("content-length", "0") or 0))  # type: ignore[attr-defined]
         raw_body = body
-    return head + raw_body, Recorded(method, path, headers, body)
+    return head + raw_body, Request(method, path, headers, body)
 
 
 def _read_chunked(reader: object) -> bytes:

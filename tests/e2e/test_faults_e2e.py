@@ -51,7 +51,7 @@ def aws_proxy(stack_env: dict[str, str]) -> Iterator[FaultProxy]:
 def faults(aws_proxy: FaultProxy) -> Iterator[FaultProxy]:
     aws_proxy.clear_rules()
     aws_proxy.requests.clear()
-    aws_proxy.held.clear()
+    aws_proxy.request_held.clear()
     yield aws_proxy
     aws_proxy.clear_rules()
 
@@ -162,7 +162,7 @@ def test_bootstrap_killed_halfway_rerun_completes(stack_env: dict[str, str], fau
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert faults.held.wait(120), "bootstrap never reached ecr:CreateRepository"
+        assert faults.request_held.wait(120), "bootstrap never reached ecr:CreateRepository"
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
@@ -199,15 +199,18 @@ def is_blob_upload(request: Request) -> bool:
     return request.method in ("PATCH", "PUT") and "/blobs/uploads/" in request.path
 
 
+def project_through_registry_proxy(env: dict[str, str], tmp_path: Path, flow: str, proxy: FaultProxy) -> dict[str, str]:
+    """Write a project with one flow and return the environment that pushes it through `proxy`."""
+    root = copy_project(
+        tmp_path / "project", {flow: flow_files(flow)}, [{"name": flow, "entrypoint": f"flows/{flow}/flow.py:main"}]
+    )
+    return {**env, "META_FLOWS_REGISTRY_HOST": proxy.address, "META_FLOWS_PROJECT_ROOT": str(root)}
+
+
 def test_push_cut_halfway_rerun_reuses_layers(session: dict[str, Any], tmp_path: Path) -> None:
     env = session["env"]
-    root = copy_project(
-        tmp_path / "project",
-        {"pushcut": flow_files("pushcut")},
-        [{"name": "pushcut", "entrypoint": "flows/pushcut/flow.py:main"}],
-    )
     with FaultProxy(REGISTRY_PROXY_PORT, env["REGISTRY_UPSTREAM"]) as proxy:
-        through_proxy = {**env, "META_FLOWS_REGISTRY_HOST": proxy.address, "META_FLOWS_PROJECT_ROOT": str(root)}
+        through_proxy = project_through_registry_proxy(env, tmp_path, "pushcut", proxy)
         # The engine retries a cut layer upload itself; the manifest upload it does not retry.
         proxy.add_rule(is_blob_upload, cut_body())
         proxy.add_rule(is_manifest_put, cut_body(), times=None)
@@ -230,13 +233,8 @@ def is_manifest_head(request: Request) -> bool:
 
 def test_registry_5xx_retried_then_deploys(session: dict[str, Any], tmp_path: Path) -> None:
     env = session["env"]
-    root = copy_project(
-        tmp_path / "project",
-        {"regretry": flow_files("regretry")},
-        [{"name": "regretry", "entrypoint": "flows/regretry/flow.py:main"}],
-    )
     with FaultProxy(REGISTRY_PROXY_PORT, env["REGISTRY_UPSTREAM"]) as proxy:
-        through_proxy = {**env, "META_FLOWS_REGISTRY_HOST": proxy.address, "META_FLOWS_PROJECT_ROOT": str(root)}
+        through_proxy = project_through_registry_proxy(env, tmp_path, "regretry", proxy)
         proxy.add_rule(is_manifest_head, Fault("answer", 503, {"Content-Type": "text/plain"}, b"busy"), times=2)
         code, output = deploy(through_proxy, "regretry", DEPLOY_TIMEOUT)
         heads = [r for r in proxy.requests if is_manifest_head(r)]
@@ -307,7 +305,7 @@ def test_concurrent_deploys_of_one_flow_serialised(session: dict[str, Any], tmp_
         f"http://{env['REGISTRY_UPSTREAM']}/v2/{repository}/tags/list", auth=registry_auth(env), timeout=10
     ).json()["tags"]
     deployment = requests.get(f"{api}/deployments/name/lockdemo/lockdemo", timeout=10).json()
-    # The deployment history tags each image it keeps as keep-<owner>-<tag>; that is no second build.
+    # The deployment history tags each image it keeps as keep-<owner>-<tag>, which is not a second build.
     built = [tag for tag in tags if not tag.startswith("keep-")]
     assert len(built) == 1
     assert len(tags) == 2

@@ -141,6 +141,18 @@ def test_deploy_all_deploys_others_when_one_fails(scale: dict[str, Any]) -> None
     broken.rmdir()
 
 
+def test_deploy_all_missing_pool_stops_early(scale: dict[str, Any]) -> None:
+    pool = f"{scale['env']['META_FLOWS_WORK_POOL']}-missing"
+    command = [sys.executable, "-m", "meta_flows.deploy_all", "a", "b"]
+
+    result = run_command(command, {**scale["env"], "META_FLOWS_WORK_POOL": pool}, timeout=DEPLOY_TIMEOUT)
+
+    assert result.returncode == 1, output_of(result)
+    assert f"error: work pool '{pool}' not found: run `python -m meta_flows.bootstrap` first" in result.stderr
+    assert "Image of a:" not in output_of(result)
+    assert "Waiting for deploy locks" not in output_of(result)
+
+
 def test_deployment_carries_shared_task_definition_family(scale: dict[str, Any]) -> None:
     deployment = deployment_of(scale, "a")
     family = deployment["job_variables"]["family"]
@@ -177,7 +189,7 @@ def hold_deploy_lock(env: dict[str, str], name: str) -> str:
     try:
         api_request(env, "POST", "/v2/concurrency_limits/", {"name": name, "limit": 1})
     except requests.HTTPError as exc:
-        # 409: the limit exists already, which is as good.
+        # 409 means the limit exists already, which serves as well.
         assert exc.response is not None and exc.response.status_code == 409, exc
     body = {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 300}
     return str(api_request(env, "POST", "/v2/concurrency_limits/increment-with-lease", body)["lease_id"])

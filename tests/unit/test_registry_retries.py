@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from meta_flows.aws.ecr import RegistryLogin
 from meta_flows.errors import RegistryError
 from meta_flows.images import registry
 from meta_flows.images.registry import find_manifest_digest, send_request
+from tests.support.http_server import loopback_server
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -44,12 +44,8 @@ class StandInRegistry(BaseHTTPRequestHandler):
 def host() -> Iterator[str]:
     StandInRegistry.statuses = []
     StandInRegistry.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(StandInRegistry) as address:
+        yield address
 
 
 @pytest.fixture
