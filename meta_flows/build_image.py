@@ -16,9 +16,9 @@ from pydantic import BaseModel
 
 from meta_flows.aws import ecr, sts
 from meta_flows.aws.login_cache import RegistryLoginCache
-from meta_flows.images import engine, registry
+from meta_flows.images import engine
 from meta_flows.images.context import assemble_context
-from meta_flows.images.manifests import compressed_size
+from meta_flows.images.manifests import compressed_size, read_manifest
 from meta_flows.images.progress import PushProgress, format_bytes
 from meta_flows.project import find_flow_spec, validate_flow_folder
 from meta_flows.settings import Settings, load_settings
@@ -128,19 +128,20 @@ def build_and_push(flow_name: str, target: ImageTarget | None = None, artifact: 
 
     # A tag in the registry implies its repository, so the repository is checked only before a push.
     logins = target.logins
-    existing = registry.find_manifest_digest(host, repository, tag, logins.get())
+    existing = read_manifest(uri, logins)
     if existing is not None:
-        logger.info("Registry has %s already (%s): no build, no push", uri, existing)
+        logger.info("Registry has %s already (%s): no build, no push", uri, existing.digest)
         result = ImageResult(
             flow=flow_name,
             uri=uri,
             repository=f"{host}/{repository}",
             tag=tag,
-            digest=existing,
+            digest=existing.digest,
             built=False,
             pushed=False,
             seconds=round(time.monotonic() - started, 2),
             platform=settings.platform,
+            size_bytes=existing.size_bytes,
         )
     else:
         build_started = time.monotonic()
@@ -174,8 +175,8 @@ def build_and_push(flow_name: str, target: ImageTarget | None = None, artifact: 
             platform=settings.platform,
             build_seconds=build_seconds,
             push_seconds=round(time.monotonic() - push_started, 2),
+            size_bytes=compressed_size(uri, logins),
         )
-    result.size_bytes = compressed_size(uri, logins.get())
     result.base_image = base.pinned_ref
     if not artifact:
         return result

@@ -1,8 +1,12 @@
 """Registry logins from ecr:GetAuthorizationToken, reused until shortly before they expire.
 
-One cache object lives for one build-and-push-image run and is handed to the steps that need a
-login; there is no module-level state. A real ECR token lasts 12 hours, so a run fetches one.
-The emulator's token is always past its expiry, so there a login is fetched for every use.
+One cache object lives for one deploy and is handed to the steps that need a login; there is
+no module-level state. A real ECR token lasts 12 hours, so a deploy fetches one.
+
+A token whose expiry is already past when it arrives gives no clue about when it will stop
+working, because this machine's clock disagrees with the one that issued it (the emulator's
+token always expires on 1 January 2015). Such a token is kept until the registry rejects it.
+The registry API calls then report the rejection with `reject` and fetch a new one.
 """
 
 from __future__ import annotations
@@ -34,12 +38,23 @@ class RegistryLoginCache:
         self._clock = clock
         self._margin = margin
         self._login: RegistryLogin | None = None
+        self._expiry_unknown = False
         self._lock = threading.Lock()
         self.fetches = 0
 
     def get(self) -> RegistryLogin:
         with self._lock:
-            if self._login is None or self._clock() >= self._login.expires_at - self._margin:
+            if self._login is None or (not self._expiry_unknown and self._near_expiry(self._login)):
                 self._login = self._fetch()
+                self._expiry_unknown = self._near_expiry(self._login)
                 self.fetches += 1
             return self._login
+
+    def reject(self, login: RegistryLogin) -> None:
+        """Forget `login`, which the registry refused, so that the next `get` fetches a new one."""
+        with self._lock:
+            if self._login is login:
+                self._login = None
+
+    def _near_expiry(self, login: RegistryLogin) -> bool:
+        return self._clock() >= login.expires_at - self._margin

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 
 from meta_flows.aws.ecr import RegistryLogin
+from meta_flows.aws.login_cache import RegistryLoginCache
 from meta_flows.aws.retries import MAX_ATTEMPTS, TRANSIENT_STATUS_CODES, LoggedRetries, find_logger
 from meta_flows.errors import RegistryError
 
@@ -44,15 +45,35 @@ def registry_base_url(host: str) -> str:
 def send_request(
     method: str,
     url: str,
-    login: RegistryLogin,
+    credentials: RegistryLogin | RegistryLoginCache,
     headers: dict[str, str] | None = None,
     data: bytes | None = None,
 ) -> requests.Response:
     """Send one registry API request, repeating it while it fails in a way that may pass.
 
-    Returns the last response, whatever its status. Raises the last `requests.RequestException`
-    when no attempt reached the registry.
+    With a login cache, a login that the registry rejects (HTTP 401) is replaced by a new one
+    once. Returns the last response, whatever its status. Raises the last
+    `requests.RequestException` when no attempt reached the registry.
     """
+    if isinstance(credentials, RegistryLogin):
+        return send_with_retries(method, url, credentials, headers, data)
+    login = credentials.get()
+    reply = send_with_retries(method, url, login, headers, data)
+    if reply.status_code != 401:
+        return reply
+    where = urlsplit(url).path
+    find_logger().info("registry %s rejected the cached login with HTTP 401, so a new one is fetched", where)
+    credentials.reject(login)
+    return send_with_retries(method, url, credentials.get(), headers, data)
+
+
+def send_with_retries(
+    method: str,
+    url: str,
+    login: RegistryLogin,
+    headers: dict[str, str] | None,
+    data: bytes | None,
+) -> requests.Response:
     backoff = LoggedRetries("registry")
     where = f"{method} {urlsplit(url).path}"
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -99,21 +120,34 @@ def log_giving_up(where: str, reason: str, attempts: int) -> None:
     find_logger().error("registry %s failed with %s on attempt %d/%d: giving up", where, reason, attempts, attempts)
 
 
-def find_manifest_digest(host: str, repository: str, tag: str, login: RegistryLogin) -> str | None:
+def find_manifest_digest(
+    host: str, repository: str, tag: str, credentials: RegistryLogin | RegistryLoginCache
+) -> str | None:
     """Return the digest of `repository:tag` in the registry, or None when the tag is absent."""
     url = f"{registry_base_url(host)}/v2/{repository}/manifests/{tag}"
+    reply = send_or_explain("HEAD", url, host, credentials)
+    if reply.status_code == 404:
+        return None
+    check_manifest_reply(reply, host, f"{repository}:{tag}")
+    return reply.headers.get("Docker-Content-Digest")
+
+
+def send_or_explain(
+    method: str, url: str, host: str, credentials: RegistryLogin | RegistryLoginCache
+) -> requests.Response:
+    """Send a manifest request; a registry that no attempt reached becomes a RegistryError."""
     try:
-        reply = send_request("HEAD", url, login, headers={"Accept": MANIFEST_MEDIA_TYPES})
+        return send_request(method, url, credentials, headers={"Accept": MANIFEST_MEDIA_TYPES})
     except requests.RequestException as exc:
         raise RegistryError(f"registry {host} cannot be reached: {exc}; check META_FLOWS_REGISTRY_HOST") from exc
 
-    if reply.status_code == 404:
-        return None
+
+def check_manifest_reply(reply: requests.Response, host: str, image: str) -> None:
+    """Raise a RegistryError that says what to check unless the registry answered 200."""
     if reply.status_code == 401:
         raise RegistryError(
             f"registry {host} rejected the login from ecr:GetAuthorizationToken (HTTP 401): check "
             "that META_FLOWS_REGISTRY_HOST is the registry of this account and region"
         )
     if reply.status_code != 200:
-        raise RegistryError(f"registry {host} returned HTTP {reply.status_code} for {repository}:{tag}")
-    return reply.headers.get("Docker-Content-Digest")
+        raise RegistryError(f"registry {host} returned HTTP {reply.status_code} for {image}")

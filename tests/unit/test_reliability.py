@@ -152,14 +152,35 @@ def test_login_cache_reuses_token_until_margin() -> None:
     assert cache.fetches == 2
 
 
-def test_login_cache_expired_token_fetched_every_time() -> None:
+def test_login_cache_keeps_expired_arrival() -> None:
+    # The emulator's token expired in 2015 already when it arrives, so its expiry is ignored.
     clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
-    cache = RegistryLoginCache(lambda: login_expiring(clock.now - timedelta(hours=1), "old"), clock)
+    issued = iter(["first", "second"])
+    cache = RegistryLoginCache(lambda: login_expiring(datetime(2015, 1, 1, tzinfo=UTC), next(issued)), clock)
 
-    for _ in range(3):
-        cache.get()
+    first = cache.get()
+    clock.now += timedelta(hours=13)
+    kept = cache.get()
+    cache.reject(first)
+    renewed = cache.get()
 
-    assert cache.fetches == 3
+    assert kept is first
+    assert renewed.password.get_secret_value() == "second"
+    assert cache.fetches == 2
+
+
+def test_login_cache_reject_keeps_newer() -> None:
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    issued = iter(["first", "second", "third"])
+    cache = RegistryLoginCache(lambda: login_expiring(clock.now + timedelta(hours=12), next(issued)), clock)
+
+    first = cache.get()
+    cache.reject(first)
+    second = cache.get()
+    cache.reject(first)  # a second thread reports the same stale login late
+
+    assert cache.get() is second
+    assert cache.fetches == 2
 
 
 def ecs_template() -> dict[str, Any]:
