@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -21,7 +20,7 @@ from prefect.runtime import flow_run as prefect_runtime_flow_run
 from meta_flows import history
 from meta_flows.aws import ecr
 from meta_flows.deployment_plan import apply_plan, plan_deployment
-from meta_flows.deployments import AppliedDeployment, build_desired
+from meta_flows.deployments import AppliedDeployment, DesiredDeployment, build_desired
 from meta_flows.diff import render_changes_markdown
 from meta_flows.errors import SettingsError
 from meta_flows.images.dockerfile import flow_workdir
@@ -89,14 +88,7 @@ def register(
             job_variables=job_variables,
             version=image_version(image),
         )
-        task_definition = prepare_task_definition(
-            settings.work_pool, pool.base_job_template, job_variables, settings.aws_region
-        )
-        if task_definition is not None:
-            desired.job_variables["family"] = task_definition["family"]
-            if not dry_run:
-                registered = ensure_task_definition(settings.aws_region, task_definition, logger)
-                logger.info("ECS task definition %s: %s", registered.arn, registered.action)
+        prepare_task_definition(settings.work_pool, pool, desired, settings.aws_region, dry_run)
         plan = plan_deployment(client, desired)
         if plan.changes:
             logger.info("Changes against %s: %s", desired.full_name, ", ".join(c.path for c in plan.changes))
@@ -135,20 +127,29 @@ def current_flow_run_id() -> str | None:
 
 
 def prepare_task_definition(
-    work_pool: str, base_job_template: dict[str, Any], job_variables: dict[str, Any], region: str
-) -> dict[str, Any] | None:
-    """Render the deployment's task definition with its content-named family, or return None.
+    work_pool: str, pool: WorkPool, desired: DesiredDeployment, region: str, dry_run: bool
+) -> None:
+    """Name the deployment's task definition family in its job variables, and register it.
 
-    None means the worker's task definition depends on the deployment id, so the worker
-    registers it itself on the first run.
+    Nothing is named when the worker's task definition depends on the deployment id: the
+    worker then registers it itself on the first run. A dry run registers nothing, but still
+    renders the task definition, so that a template the deployer cannot render fails now.
     """
-    if needs_deployment_id(job_variables, base_job_template):
+    job_variables = desired.job_variables
+    template = pool.base_job_template
+    if needs_deployment_id(job_variables, template):
         # NOTE: with CloudWatch logs on and no cloudwatch_logs_prefix, each deployment keeps
         # the worker's own family and registers once per worker start.
-        return None
-    task_definition = render_task_definition(base_job_template, job_variables, region)
-    task_definition["family"] = family_for(work_pool, task_definition)
-    return task_definition
+        return
+    family = family_for(work_pool, template, job_variables, region)
+    if dry_run:
+        render_task_definition(template, job_variables, region)
+    else:
+        registered = ensure_task_definition(
+            region, family, lambda: render_task_definition(template, job_variables, region)
+        )
+        get_run_logger().info("ECS task definition %s: %s", registered.arn, registered.action)
+    job_variables["family"] = family
 
 
 def render_deployment_markdown(applied: AppliedDeployment, image: str, title: str = "Deployment") -> str:

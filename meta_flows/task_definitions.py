@@ -1,13 +1,17 @@
-"""ECS task definitions registered at deploy time, one family per distinct task definition.
+"""ECS task definitions registered at deploy time, one family per distinct set of inputs.
 
 prefect-aws 0.7.12's ECS worker keeps the task definition of each deployment in its memory
 only, so every worker start registers a new revision, and a burst of first runs meets ECS's
 RegisterTaskDefinition rate limit ("Too many concurrent attempts to create a new revision of
-the specified family"). register-deployment therefore renders the task definition with the
-worker's own code, names its family by a hash of the content, and registers it unless the
-family's latest revision is equal already. The pool's template turns on
+the specified family"). register-deployment therefore names the family by a hash of what the
+task definition is rendered from: the pool's job template, the job variables (the image among
+them), the region and the prefect-aws version. When the family has no revision yet, it renders
+the task definition with the worker's own code and registers it. The pool's template turns on
 `match_latest_revision_in_family`, so the worker finds that revision and registers nothing.
-Deployments with the same image and settings share one family and one revision.
+
+Equal inputs render equal task definitions, so a deploy with unchanged inputs finds the family
+already registered and renders nothing, which also spares it the import of prefect-aws (about
+0.3 s). Deployments with the same image and settings share one family and one revision.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
@@ -34,6 +39,8 @@ FAMILY_HASH_LENGTH = 16
 # ECS family names: up to 255 letters, digits, '-' and '_' (RegisterTaskDefinition reference).
 FAMILY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 FAMILY_PREFIX_LENGTH = 200
+# Part of each family's hash: raise it when render_task_definition changes what it renders.
+RENDERING_VERSION = 1
 
 
 class _NoApiClient:
@@ -76,10 +83,9 @@ def render_task_definition(
     credentials block reference is dropped first: the task definition does not use it, and
     resolving it would need the Prefect API.
     """
-    from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker  # about 1 s to import
+    from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker  # about 0.3 s to import
 
-    template = copy.deepcopy(base_job_template)
-    template["variables"]["properties"].get("aws_credentials", {}).pop("default", None)
+    template = rendering_template(base_job_template)
     values = {**job_variables, "family": job_variables.get("family") or "pending"}
     # Prefect resolves `{{ prefect.variables.* }}` and block placeholders through the API; a
     # template with none of them in the task definition never touches this client.
@@ -92,10 +98,23 @@ def render_task_definition(
     return ECSWorker._prepare_task_definition(worker, configuration, region, flow_run)  # type: ignore[arg-type]
 
 
-def family_for(work_pool: str, task_definition: dict[str, Any]) -> str:
-    """Return the family named by a hash of the task definition's content, family aside."""
-    content = {key: value for key, value in task_definition.items() if key != "family"}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+def rendering_template(base_job_template: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of the pool's template without the credentials block reference."""
+    template = copy.deepcopy(base_job_template)
+    template["variables"]["properties"].get("aws_credentials", {}).pop("default", None)
+    return template
+
+
+def family_for(work_pool: str, base_job_template: dict[str, Any], job_variables: dict[str, Any], region: str) -> str:
+    """Return the family named by a hash of everything its task definition is rendered from."""
+    inputs = {
+        "template": rendering_template(base_job_template),
+        "job_variables": job_variables,
+        "region": region,
+        "prefect_aws": version("prefect-aws"),
+        "rendering": RENDERING_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
     prefix = FAMILY_UNSAFE.sub("-", f"prefect_{work_pool}")[:FAMILY_PREFIX_LENGTH]
     return f"{prefix}_{digest[:FAMILY_HASH_LENGTH]}"
 
@@ -114,19 +133,19 @@ def needs_deployment_id(job_variables: dict[str, Any], base_job_template: dict[s
     return bool(value("configure_cloudwatch_logs")) and not value("cloudwatch_logs_prefix")
 
 
-def ensure_task_definition(
-    region: str, task_definition: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
-) -> TaskDefinitionResult:
-    """Register the task definition unless the latest revision of its family is equal."""
-    from prefect_aws.workers.ecs_worker import ECSWorker
+def ensure_task_definition(region: str, family: str, render: Callable[[], dict[str, Any]]) -> TaskDefinitionResult:
+    """Register the task definition `render` returns, unless `family` has an ACTIVE revision.
 
-    family = str(task_definition["family"])
+    The family's name is a hash of the rendering inputs (`family_for`), so a revision in it was
+    rendered from the same inputs, by this code or by the worker. `render` runs only when the
+    family has none.
+    """
     ecs = aws_client("ecs", region)
     with family_lock(family):
         latest = describe_latest(ecs, family)
-        if latest is not None and ECSWorker._task_definitions_equal(None, task_definition, latest, logger):  # type: ignore[arg-type]
+        if latest is not None:
             return TaskDefinitionResult(family=family, arn=str(latest["taskDefinitionArn"]), action="unchanged")
-        arn = register(ecs, task_definition)
+        arn = register(ecs, {**render(), "family": family})
     return TaskDefinitionResult(family=family, arn=arn, action="registered")
 
 

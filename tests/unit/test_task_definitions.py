@@ -16,6 +16,7 @@ from meta_flows import task_definitions
 from meta_flows.errors import AwsError
 from meta_flows.pool_template import build_base_job_template
 from meta_flows.task_definitions import (
+    ensure_task_definition,
     family_for,
     needs_deployment_id,
     register,
@@ -37,22 +38,47 @@ def client_error(code: str, message: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, "RegisterTaskDefinition")
 
 
-def test_family_same_content_same_family() -> None:
-    first = render_task_definition(template(), {"image": IMAGE}, "us-east-1")
-    second = render_task_definition(template(), {"image": IMAGE}, "us-east-1")
+def test_family_same_inputs_same_family() -> None:
+    first = family_for("ecs-pool", template(), {"image": IMAGE}, "us-east-1")
+    second = family_for("ecs-pool", template(), {"image": IMAGE}, "us-east-1")
 
-    assert family_for("ecs-pool", first) == family_for("ecs-pool", second)
+    assert first == second
 
 
-def test_family_changes_with_image() -> None:
-    first = render_task_definition(template(), {"image": IMAGE}, "us-east-1")
-    second = render_task_definition(template(), {"image": IMAGE[:-1] + "0"}, "us-east-1")
+@pytest.mark.parametrize(
+    ("pool", "job_variables", "region", "settings"),
+    [
+        ("ecs-pool", {"image": IMAGE[:-1] + "0"}, "us-east-1", {}),
+        ("ecs-pool", {"image": IMAGE, "cpu": 1024}, "us-east-1", {}),
+        ("ecs-pool", {"image": IMAGE}, "eu-west-1", {}),
+        ("ecs-pool", {"image": IMAGE}, "us-east-1", {"container_memory": 1024}),
+        ("other-pool", {"image": IMAGE}, "us-east-1", {}),
+    ],
+    ids=["image", "job-variable", "region", "pool-template", "pool-name"],
+)
+def test_family_changes_with_each_input(
+    pool: str, job_variables: dict[str, Any], region: str, settings: dict[str, Any]
+) -> None:
+    base = family_for("ecs-pool", template(), {"image": IMAGE}, "us-east-1")
+    base_settings = {"cluster": "c", "execution_role_arn": "arn:aws:iam::123456789012:role/e", "container_memory": 512}
+    changed = build_base_job_template(EcsTaskSettings(**{**base_settings, **settings}), uuid4())
 
-    assert family_for("ecs-pool", first) != family_for("ecs-pool", second)
+    assert family_for(pool, changed, job_variables, region) != base
+
+
+def test_family_ignores_credentials_block_name() -> None:
+    # The rendering drops the credentials block reference, so the family does too.
+    first = template()
+    second = template()
+    second["variables"]["properties"]["aws_credentials"]["default"] = {"$ref": {"block_document_id": "other"}}
+
+    assert family_for("ecs-pool", first, {"image": IMAGE}, "us-east-1") == family_for(
+        "ecs-pool", second, {"image": IMAGE}, "us-east-1"
+    )
 
 
 def test_family_uses_only_allowed_characters() -> None:
-    family = family_for("my pool.v2", render_task_definition(template(), {"image": IMAGE}, "us-east-1"))
+    family = family_for("my pool.v2", template(), {"image": IMAGE}, "us-east-1")
 
     assert family.startswith("prefect_my-pool-v2_")
     assert all(c.isalnum() or c in "-_" for c in family)
@@ -62,7 +88,7 @@ def test_family_uses_only_allowed_characters() -> None:
 def test_rendering_equals_worker_rendering() -> None:
     base = template()
     ours = render_task_definition(base, {"image": IMAGE}, "us-east-1")
-    ours["family"] = family_for("ecs-pool", ours)
+    ours["family"] = family_for("ecs-pool", base, {"image": IMAGE}, "us-east-1")
 
     # What prefect-aws 0.7.12's worker builds for a flow run of the deployment.
     base["variables"]["properties"]["aws_credentials"].pop("default")
@@ -99,18 +125,49 @@ def test_needs_deployment_id_without_log_prefix(job_variables: dict[str, Any], e
 
 
 class FakeEcs:
-    """An ECS client whose RegisterTaskDefinition fails with `failure` when one is given."""
+    """An ECS client whose RegisterTaskDefinition fails with `failure` when one is given.
+
+    It keeps what it registers, and DescribeTaskDefinition answers from that.
+    """
 
     def __init__(self, failure: ClientError | None = None) -> None:
         self.failure = failure
         self.calls = 0
+        self.families: dict[str, dict[str, Any]] = {}
 
     def register_task_definition(self, **definition: Any) -> dict[str, Any]:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
         arn = f"arn:aws:ecs:us-east-1:1:task-definition/{definition['family']}:1"
+        self.families[definition["family"]] = {**definition, "taskDefinitionArn": arn, "status": "ACTIVE"}
         return {"taskDefinition": {"taskDefinitionArn": arn}}
+
+    def describe_task_definition(self, taskDefinition: str) -> dict[str, Any]:  # noqa: N803 - boto3's name
+        if taskDefinition not in self.families:
+            error = {"Error": {"Code": "ClientException", "Message": "Unable to describe task definition."}}
+            raise ClientError(error, "DescribeTaskDefinition")  # type: ignore[arg-type]
+        return {"taskDefinition": self.families[taskDefinition]}
+
+
+def test_ensure_registers_only_new_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    ecs = FakeEcs()
+    monkeypatch.setattr(task_definitions, "aws_client", lambda service, region: ecs)
+    rendered: list[str] = []
+
+    def render() -> dict[str, Any]:
+        rendered.append("rendered")
+        return {"family": "pending", "containerDefinitions": [{"name": "prefect", "image": IMAGE}]}
+
+    first = ensure_task_definition("us-east-1", "prefect_ecs-pool_0123", render)
+    second = ensure_task_definition("us-east-1", "prefect_ecs-pool_0123", render)
+
+    assert first.action == "registered"
+    assert second.action == "unchanged"
+    assert second.arn == first.arn
+    assert rendered == ["rendered"]
+    assert ecs.calls == 1
+    assert ecs.families["prefect_ecs-pool_0123"]["family"] == "prefect_ecs-pool_0123"
 
 
 def test_register_returns_arn() -> None:
