@@ -1,18 +1,21 @@
 """The two floors, each run as its own process and timed from its start.
 
 - `subflows`: an empty flow run shaped like deploy-flow (a flow with two subflows).
-- `tasks N C`: an empty flow run shaped like deploy-all-flows (N tasks, C at a time).
+- `tasks N C`: an empty flow run shaped like deploy-all-flows (an async flow whose thread runs
+  N tasks, C at a time).
 - `build-push FOLDER IMAGE`: a plain build and push of a flow folder's image through the same
   Docker engine API the meta-flows use, with no Prefect and no registry look-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.context import SyncClientContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 
@@ -33,9 +36,14 @@ def empty_task(index: int) -> int:
 
 
 @flow(name="bench-floor-tasks")
-def empty_tasks(count: int, concurrency: int) -> None:
+async def empty_tasks(count: int, concurrency: int) -> None:
+    """Shaped like deploy-all-flows: an async flow whose body runs in a thread, in one sync client context."""
+    await asyncio.to_thread(run_empty_tasks, count, concurrency)
+
+
+def run_empty_tasks(count: int, concurrency: int) -> None:
     runner: Any
-    with ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+    with SyncClientContext.get_or_create(), ThreadPoolTaskRunner(max_workers=concurrency) as runner:
         futures = [runner.submit(empty_task, parameters={"index": i}) for i in range(count)]
         for future in futures:
             future.result()
@@ -60,7 +68,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["subflows"]:
         empty_subflows()
     elif argv[:1] == ["tasks"] and len(argv) == 3:
-        empty_tasks(int(argv[1]), int(argv[2]))
+        asyncio.run(empty_tasks(int(argv[1]), int(argv[2])))
     elif argv[:1] == ["build-push"] and len(argv) == 3:
         build_and_push(Path(argv[1]), argv[2])
     else:

@@ -13,6 +13,7 @@ Start it from the UI, with `prefect deployment run 'deploy-all-flows/default'`, 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextvars
 import logging
 import sys
@@ -21,10 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import WorkPool
+from prefect.context import SyncClientContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
@@ -84,19 +86,18 @@ def deploy_one_flow(flow: str, target: ImageTarget, pool: WorkPool) -> FlowOutco
 
 
 def load_shared_parts(region: str) -> None:
-    """Import prefect-aws's ECS worker and create the ECS and ECR clients every flow uses.
+    """Create the ECS and ECR clients every flow uses, once, beside the lock acquisition.
 
-    Done once, beside the lock acquisition, instead of in the first flows' threads, which
-    would otherwise wait for one another on the import lock. A failure here is left for the
-    flows themselves to report.
+    botocore loads each service's model on first use; done here, the first flows' threads do
+    not wait for one another to load it. A failure here is left for the flows themselves to
+    report. prefect-aws is not imported here: only a flow whose task definition family is new
+    renders with it (meta_flows/task_definitions.py).
     """
     try:
-        from prefect_aws.workers import ecs_worker  # noqa: F401 - imported for its cost, not its names
-
         aws_client("ecs", region)
         aws_client("ecr", region)
     except Exception as exc:  # noqa: BLE001 - each flow raises the same error with its context
-        logging.getLogger(__name__).debug("loading prefect-aws and the AWS clients failed: %s", exc)
+        logging.getLogger(__name__).debug("creating the AWS clients failed: %s", exc)
 
 
 def validate_concurrency(concurrency: int) -> int:
@@ -127,13 +128,40 @@ def outcome_of(flow_name: str, future: PrefectFuture[FlowOutcome]) -> FlowOutcom
 
 
 @flow(name="deploy-all-flows")
-def deploy_all_flows(flows: list[str] | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> list[FlowOutcome]:
+async def deploy_all_flows(flows: list[str] | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> list[FlowOutcome]:
     """Deploy every flow of flows/ (or the named ones), at most `concurrency` at a time.
 
     Args:
         flows: Folders of flows/ to deploy; all of them when empty.
         concurrency: How many flows are built, pushed and registered at once (1 to 32).
     """
+    # The work blocks (Docker, boto3, the sync Prefect client), so it runs in a thread of its own.
+    # The flow is async all the same: at a flow run's end, Prefect's sync engine waits for its
+    # heartbeat thread, which sleeps in steps of one second, so every sync run ends 0 to 1 s late.
+    outcomes = await asyncio.to_thread(deploy_all_in_thread, flows, concurrency)
+    # Here, not in the thread: in an async flow's context, Prefect's dual sync/async functions
+    # such as create_markdown_artifact pick their async form, even when called from a thread.
+    summary = render_summary_markdown(outcomes)
+    await acreate_markdown_artifact(key="deploy-all-flows", markdown=summary, description="Deploy of every flow")
+    failed = [o for o in outcomes if o.status == "failed"]
+    get_run_logger().info("Deployed %d of %d flows", len(outcomes) - len(failed), len(outcomes))
+    if failed:
+        raise DeployAllFailed(render_summary_text(outcomes))
+    return outcomes
+
+
+def deploy_all_in_thread(flows: list[str] | None, concurrency: int) -> list[FlowOutcome]:
+    """Run the body of deploy-all-flows in this thread, with one sync Prefect client for all of it.
+
+    asyncio.to_thread copies the flow run's context into the thread, and the task runner copies
+    it into each task. Without a sync client in that context, every task would open a client of
+    its own, which costs tens of milliseconds of CPU each (mostly its TLS context).
+    """
+    with SyncClientContext.get_or_create():
+        return deploy_all_body(flows, concurrency)
+
+
+def deploy_all_body(flows: list[str] | None, concurrency: int) -> list[FlowOutcome]:
     logger = get_run_logger()
     validate_concurrency(concurrency)
     selected = select_flows(flows)
@@ -160,12 +188,6 @@ def deploy_all_flows(flows: list[str] | None = None, concurrency: int = DEFAULT_
             ]
             outcomes = [outcome_of(name, future) for name, future in futures]
 
-    summary = render_summary_markdown(outcomes)
-    create_markdown_artifact(key="deploy-all-flows", markdown=summary, description="Deploy of every flow")
-    failed = [o for o in outcomes if o.status == "failed"]
-    logger.info("Deployed %d of %d flows", len(outcomes) - len(failed), len(outcomes))
-    if failed:
-        raise DeployAllFailed(render_summary_text(outcomes))
     return outcomes
 
 
@@ -225,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        outcomes = deploy_all_flows(flows=args.flows or None, concurrency=args.concurrency)
+        outcomes = asyncio.run(deploy_all_flows(flows=args.flows or None, concurrency=args.concurrency))
     except DeployAllFailed as exc:
         print(str(exc))
         return 1

@@ -8,6 +8,7 @@ session and run in file order, since each builds on the deploys before it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import run_command, wait_for
 from tests.e2e.helpers import (
+    api_request,
     create_flow_run,
     read_deployment,
     registry_digest,
@@ -96,6 +98,39 @@ def test_deploy_flow_started_with_prefect_cli_completes(stack_env: dict[str, str
     assert image.startswith(f"{repository}:")
     assert deployment["work_pool_name"] == stack_env["META_FLOWS_WORK_POOL"]
     assert registry_digest(stack_env, image) is not None
+
+
+def test_deploy_all_from_cli_completes(stack_env: dict[str, str], workers: dict[str, str]) -> None:
+    # deploy-all-flows is the one async meta-flow; this runs it as the deployer worker does.
+    before = read_deployment(stack_env, "hello/hello")
+    started = run_command(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "deployment",
+            "run",
+            "deploy-all-flows/default",
+            "--params",
+            json.dumps({"flows": ["hello"], "concurrency": 2}),
+        ],
+        stack_env,
+        timeout=120,
+    )
+    assert started.returncode == 0, output_of(started)
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout)
+    assert flow_run_id, started.stdout
+
+    flow_run = wait_for_final_state(stack_env, flow_run_id.group(1), DEPLOY_TIMEOUT)
+
+    ended = flow_run["state_name"]
+    assert flow_run["state_type"] == "COMPLETED", f"deploy-all-flows ended {ended}; see {workers['logs']}"
+    summary = api_request(
+        stack_env, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id.group(1)]}}}
+    )
+    assert [a["key"] for a in summary] == ["deploy-all-flows"]
+    assert "1 deployed, 0 failed." in summary[0]["data"]
+    assert read_deployment(stack_env, "hello/hello")["job_variables"]["image"] == before["job_variables"]["image"]
 
 
 def test_flow_run_completes_from_the_pushed_image(stack_env: dict[str, str], workers: dict[str, str]) -> None:
