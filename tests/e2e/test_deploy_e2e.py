@@ -79,17 +79,23 @@ def test_pool_template_comes_from_task_settings_block(stack_env: dict[str, str],
     assert "block_document_id" in properties["aws_credentials"]["default"]["$ref"]
 
 
-def test_deploy_flow_started_with_prefect_cli_completes(stack_env: dict[str, str], workers: dict[str, str]) -> None:
+def run_deployment_from_cli(stack_env: dict[str, str], deployment: str, parameters: dict[str, Any]) -> str:
+    """Start a flow run with `prefect deployment run` and return its id."""
     started = run_command(
-        [sys.executable, "-m", "prefect", "deployment", "run", "deploy-flow/default", "--param", "flow=hello"],
+        [sys.executable, "-m", "prefect", "deployment", "run", deployment, "--params", json.dumps(parameters)],
         stack_env,
         timeout=120,
     )
     assert started.returncode == 0, output_of(started)
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout)
     assert flow_run_id, started.stdout
+    return flow_run_id.group(1)
 
-    flow_run = wait_for_final_state(stack_env, flow_run_id.group(1), DEPLOY_TIMEOUT)
+
+def test_deploy_flow_started_with_prefect_cli_completes(stack_env: dict[str, str], workers: dict[str, str]) -> None:
+    flow_run_id = run_deployment_from_cli(stack_env, "deploy-flow/default", {"flow": "hello"})
+
+    flow_run = wait_for_final_state(stack_env, flow_run_id, DEPLOY_TIMEOUT)
 
     assert flow_run["state_type"] == "COMPLETED", f"deploy-flow ended {flow_run['state_name']}; see {workers['logs']}"
     deployment = read_deployment(stack_env, "hello/hello")
@@ -103,31 +109,14 @@ def test_deploy_flow_started_with_prefect_cli_completes(stack_env: dict[str, str
 def test_deploy_all_from_cli_completes(stack_env: dict[str, str], workers: dict[str, str]) -> None:
     # deploy-all-flows is the one async meta-flow; this runs it as the deployer worker does.
     before = read_deployment(stack_env, "hello/hello")
-    started = run_command(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "deployment",
-            "run",
-            "deploy-all-flows/default",
-            "--params",
-            json.dumps({"flows": ["hello"], "concurrency": 2}),
-        ],
-        stack_env,
-        timeout=120,
-    )
-    assert started.returncode == 0, output_of(started)
-    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started.stdout)
-    assert flow_run_id, started.stdout
+    flow_run_id = run_deployment_from_cli(stack_env, "deploy-all-flows/default", {"flows": ["hello"], "concurrency": 2})
 
-    flow_run = wait_for_final_state(stack_env, flow_run_id.group(1), DEPLOY_TIMEOUT)
+    flow_run = wait_for_final_state(stack_env, flow_run_id, DEPLOY_TIMEOUT)
 
     ended = flow_run["state_name"]
     assert flow_run["state_type"] == "COMPLETED", f"deploy-all-flows ended {ended}; see {workers['logs']}"
-    summary = api_request(
-        stack_env, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id.group(1)]}}}
-    )
+    artifacts_of_run = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+    summary = api_request(stack_env, "POST", "/artifacts/filter", artifacts_of_run)
     assert [a["key"] for a in summary] == ["deploy-all-flows"]
     assert "1 deployed, 0 failed." in summary[0]["data"]
     assert read_deployment(stack_env, "hello/hello")["job_variables"]["image"] == before["job_variables"]["image"]
