@@ -5,9 +5,10 @@ only, so every worker start registers a new revision, and a burst of first runs 
 RegisterTaskDefinition rate limit ("Too many concurrent attempts to create a new revision of
 the specified family"). register-deployment therefore names the family by a hash of what the
 task definition is rendered from: the pool's job template, the job variables (the image among
-them), the region and the prefect-aws version. When the family has no revision yet, it renders
-the task definition with the worker's own code and registers it. The pool's template turns on
-`match_latest_revision_in_family`, so the worker finds that revision and registers nothing.
+them), the region, and the Prefect and prefect-aws versions, whose code renders it. When the
+family has no revision yet, it renders the task definition with the worker's own code and
+registers it. The pool's template turns on `match_latest_revision_in_family`, so the worker
+finds that revision and registers nothing.
 
 Equal inputs render equal task definitions, so a deploy with unchanged inputs finds the family
 already registered and renders nothing, which also spares it the import of prefect-aws (about
@@ -111,6 +112,7 @@ def family_for(work_pool: str, base_job_template: dict[str, Any], job_variables:
         "template": rendering_template(base_job_template),
         "job_variables": job_variables,
         "region": region,
+        "prefect": version("prefect"),
         "prefect_aws": version("prefect-aws"),
         "rendering": RENDERING_VERSION,
     }

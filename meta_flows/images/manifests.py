@@ -79,7 +79,10 @@ def read_manifest(image: str, credentials: RegistryLogin | RegistryLoginCache) -
     try:
         manifest = json.loads(reply.content)
     except ValueError as exc:
-        raise RegistryError(f"the manifest of {image} in the registry is not JSON: {exc}") from exc
+        raise RegistryError(
+            f"the manifest of {image} in the registry is not JSON: {exc}; check that "
+            "META_FLOWS_REGISTRY_HOST is a container registry"
+        ) from exc
     digest = reply.headers.get("Docker-Content-Digest") or f"sha256:{hashlib.sha256(reply.content).hexdigest()}"
     return ManifestFacts(digest=digest, size_bytes=manifest_size(manifest))
 
@@ -95,5 +98,8 @@ def compressed_size(image: str, credentials: RegistryLogin | RegistryLoginCache)
     """Return the size of `image`, which must be in the registry (see `read_manifest`)."""
     facts = read_manifest(image, credentials)
     if facts is None:
-        raise RegistryError(f"image {image} is not in the registry, so its size cannot be read")
+        raise RegistryError(
+            f"image {image} is not in the registry right after its push, so its size cannot be read; "
+            "run the deploy again"
+        )
     return facts.size_bytes
