@@ -67,7 +67,7 @@ class ManifestFacts:
 def read_manifest(image: str, credentials: RegistryLogin | RegistryLoginCache) -> ManifestFacts | None:
     """Read the manifest of `image` once: its digest and its size, or None when it is absent.
 
-    The size is the config plus the compressed layers, in bytes. One GET answers both, where a
+    The size is the config plus the compressed layers, in bytes. One GET returns both, where a
     HEAD for the digest and a GET for the size would cost two requests.
     """
     host, repository, reference = split_image(image)
