@@ -42,6 +42,9 @@ FAMILY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 FAMILY_PREFIX_LENGTH = 200
 # Part of each family's hash: raise it when render_task_definition changes what it renders.
 RENDERING_VERSION = 1
+# The versions of the code that renders, read once at import: importlib.metadata is not safe to
+# call from several threads at once, and deploy-all-flows names families in parallel tasks.
+RENDERING_PACKAGES = {"prefect": version("prefect"), "prefect_aws": version("prefect-aws")}
 
 
 class _NoApiClient:
@@ -112,8 +115,7 @@ def family_for(work_pool: str, base_job_template: dict[str, Any], job_variables:
         "template": rendering_template(base_job_template),
         "job_variables": job_variables,
         "region": region,
-        "prefect": version("prefect"),
-        "prefect_aws": version("prefect-aws"),
+        "packages": RENDERING_PACKAGES,
         "rendering": RENDERING_VERSION,
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
