@@ -143,7 +143,7 @@ def send_or_explain(
 
 
 def check_manifest_reply(reply: requests.Response, host: str, image: str) -> None:
-    """Raise a RegistryError that says what to check unless the registry answered 200."""
+    """Raise a RegistryError that names what to check unless the registry replied 200."""
     if reply.status_code == 401:
         raise RegistryError(
             f"registry {host} rejected the login from ecr:GetAuthorizationToken (HTTP 401): check "

@@ -160,11 +160,11 @@ def test_login_cache_keeps_expired_arrival() -> None:
 
     first = cache.get()
     clock.now += timedelta(hours=13)
-    kept = cache.get()
+    reused = cache.get()
     cache.reject(first)
     renewed = cache.get()
 
-    assert kept is first
+    assert reused is first
     assert renewed.password.get_secret_value() == "second"
     assert cache.fetches == 2
 

@@ -127,7 +127,7 @@ def test_needs_deployment_id_without_log_prefix(job_variables: dict[str, Any], e
 class FakeEcs:
     """An ECS client whose RegisterTaskDefinition fails with `failure` when one is given.
 
-    It keeps what it registers, and DescribeTaskDefinition answers from that.
+    It stores what it registers, and DescribeTaskDefinition returns that.
     """
 
     def __init__(self, failure: ClientError | None = None) -> None:
